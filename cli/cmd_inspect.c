@@ -1,0 +1,138 @@
+/* efc inspect — layers, shapes, parameters, non-zeros, bytes and MACs per image. */
+#include <getopt.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "model/efm.h"
+#include "model/exec.h"
+
+static void help(void)
+{
+    printf("usage: efc inspect model.efm [--json]\n\n"
+           "  --json   one JSON object on stdout (keys in docs/cli.md)\n");
+}
+
+static void shape_str(const struct efc_tensor *t, char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int32_t i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%d", i ? "x" : "", t->dims[i]);
+}
+
+/* Parameters of one node: elements, non-zeros, bytes. */
+static void node_params(const struct efc_model *m, const struct efc_node *nd, uint64_t *p,
+                        uint64_t *nz, uint64_t *b)
+{
+    *p = *nz = *b = 0;
+    for (int32_t j = 1; j < nd->n_inputs; j++) {
+        const struct efc_tensor *t;
+        int32_t ti = nd->inputs[j];
+        if (ti < 0 || !(m->tensors[ti].flags & EFC_TENSOR_PARAM))
+            continue;
+        t = &m->tensors[ti];
+        *p += efc_tensor_numel(t);
+        *b += efc_tensor_bytes(t);
+        if (t->dtype == EFC_DTYPE_F32) {
+            const float *f = t->data;
+            for (size_t k = 0; k < efc_tensor_numel(t); k++)
+                *nz += f[k] != 0.0f;
+        }
+    }
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    struct efc_model *m = NULL;
+    struct efc_exec *e = NULL;
+    struct efc_exec_opts eo = {.max_batch = 1};
+    struct stat sb;
+    uint64_t params, nonzero, pbytes, macs;
+    int json = 0, c;
+    enum efc_status st;
+    const char *path;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'j')
+            json = 1;
+        else if (c == 'h') {
+            help();
+            return 0;
+        } else
+            return cli_usage_error("inspect", "bad option");
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("inspect", "need exactly one model file");
+    path = argv[optind];
+    if ((st = cli_load_model(path, &m)) || (st = efc_exec_new(m, &eo, &e))) {
+        efc_model_free(m);
+        return cli_fail("inspect", st);
+    }
+    efc_model_param_stats(m, &params, &nonzero, &pbytes);
+    macs = efc_model_macs(m);
+    if (stat(path, &sb) != 0)
+        sb.st_size = 0;
+
+    if (json) {
+        printf("{\"model\":");
+        cli_json_str(stdout, path);
+        printf(",\"name\":");
+        cli_json_str(stdout, m->name);
+        printf(",\"arch\":");
+        cli_json_str(stdout, m->arch);
+        printf(",\"params\":%llu,\"nonzero_params\":%llu,\"param_bytes\":%llu,"
+               "\"file_bytes\":%lld,\"macs\":%llu,\"peak_activation_bytes\":%zu,"
+               "\"weight_bytes\":%zu,\"layers\":[",
+               (unsigned long long)params, (unsigned long long)nonzero,
+               (unsigned long long)pbytes, (long long)sb.st_size, (unsigned long long)macs,
+               efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e));
+        for (int32_t i = 0; i < m->n_nodes; i++) {
+            const struct efc_node *nd = &m->nodes[i];
+            uint64_t p, nz, b;
+            char shp[64];
+            node_params(m, nd, &p, &nz, &b);
+            shape_str(&m->tensors[nd->output], shp, sizeof(shp));
+            printf("%s{\"name\":", i ? "," : "");
+            cli_json_str(stdout, nd->name);
+            printf(",\"op\":\"%s\",\"output_shape\":\"%s\",\"params\":%llu,"
+                   "\"nonzero_params\":%llu,\"bytes\":%llu,\"macs\":%llu}",
+                   efc_op_name(nd->op), shp, (unsigned long long)p, (unsigned long long)nz,
+                   (unsigned long long)b, (unsigned long long)efc_node_macs(m, nd));
+        }
+        printf("],\"metadata\":%s}\n", m->meta_json && m->meta_json[0] == '{' ? m->meta_json
+                                                                               : "null");
+    } else {
+        char shp[64];
+        shape_str(&m->tensors[m->input], shp, sizeof(shp));
+        printf("%s: model '%s' (arch %s), input %s, %d nodes\n\n", path, m->name, m->arch, shp,
+               m->n_nodes);
+        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %12s\n", "#", "name", "op", "output",
+               "params", "nonzero", "bytes", "MACs");
+        for (int32_t i = 0; i < m->n_nodes; i++) {
+            const struct efc_node *nd = &m->nodes[i];
+            uint64_t p, nz, b;
+            node_params(m, nd, &p, &nz, &b);
+            shape_str(&m->tensors[nd->output], shp, sizeof(shp));
+            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %12llu\n", i, nd->name,
+                   efc_op_name(nd->op), shp, (unsigned long long)p, (unsigned long long)nz,
+                   (unsigned long long)b, (unsigned long long)efc_node_macs(m, nd));
+        }
+        printf("\n  parameters      %llu (%llu non-zero, %.2f %% sparse)\n",
+               (unsigned long long)params, (unsigned long long)nonzero,
+               params ? 100.0 * (double)(params - nonzero) / (double)params : 0.0);
+        printf("  parameter bytes %llu\n  file bytes      %lld\n  MACs per image  %llu\n",
+               (unsigned long long)pbytes, (long long)sb.st_size, (unsigned long long)macs);
+        printf("  compiled (BN folded, ReLU fused): %d nodes, weights %zu bytes, "
+               "peak activations %zu bytes at batch 1\n", efc_exec_model(e)->n_nodes,
+               efc_exec_weight_bytes(e), efc_exec_peak_activation_bytes(e));
+        if (m->meta_json)
+            printf("  metadata        %s\n", m->meta_json);
+    }
+    efc_exec_free(e);
+    efc_model_free(m);
+    return 0;
+}

@@ -1,0 +1,546 @@
+/* exec.c — compile a model once (fold, fuse, plan), then run it with no allocation.
+ *
+ * Planning: every activation gets a live range [producing step, last consuming step]
+ * (the input is live from step -1, the output to the end); Flatten/Reshape are views that
+ * share their input's buffer, so a buffer's range is the union over its views. Buffers are
+ * placed greedily by decreasing size at the lowest arena offset that does not overlap any
+ * already placed buffer with an intersecting live range (the greedy-by-size heuristic of
+ * TFLite's arena planner). Kernel scratch sits after the activations.
+ */
+#include "model/exec.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/efc_alloc.h"
+#include "kernels/kernels.h"
+
+#define ALIGN 64
+
+struct step {
+    struct efc_node *n;
+    float *aux_scale, *aux_shift; /* unfused BatchNorm as a channel affine */
+};
+
+struct efc_exec {
+    struct efc_model *m; /* compiled copy */
+    int32_t max_batch;
+    struct step *steps;
+    int32_t n_steps;
+    size_t *offset;  /* per tensor: byte offset in the arena (activations) */
+    int32_t *root;   /* per tensor: the tensor whose buffer it uses */
+    uint8_t *arena;
+    size_t arena_bytes, scratch_bytes;
+    float *scratch;
+    size_t weight_bytes;
+    float *aux;      /* storage for aux_scale/aux_shift */
+};
+
+static size_t align_up(size_t n)
+{
+    return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+/* Number of nodes reading tensor t (as any input). */
+static int32_t n_consumers(const struct efc_model *m, int32_t t)
+{
+    int32_t c = 0;
+    for (int32_t i = 0; i < m->n_nodes; i++)
+        for (int32_t j = 0; j < m->nodes[i].n_inputs; j++)
+            c += m->nodes[i].inputs[j] == t;
+    return c;
+}
+
+static int32_t producer(const struct efc_model *m, int32_t t)
+{
+    for (int32_t i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].output == t)
+            return i;
+    return -1;
+}
+
+static void remove_node(struct efc_model *m, int32_t i)
+{
+    memmove(&m->nodes[i], &m->nodes[i + 1], (size_t)(m->n_nodes - i - 1) * sizeof(*m->nodes));
+    m->n_nodes--;
+}
+
+/* Fold BatchNorm into the conv / dense that produces its input:
+ * W'[o] = W[o] * g[o] / sqrt(var[o] + eps), b'[o] = (b[o] - mean[o]) * that + beta[o]. */
+static enum efc_status fold_batchnorm(struct efc_model *m)
+{
+    for (int32_t i = 0; i < m->n_nodes; i++) {
+        struct efc_node *bn = &m->nodes[i];
+        int32_t p, oc, bias;
+        struct efc_node *pn;
+        const float *g, *be, *mu, *var;
+        float *w, *b;
+        size_t per;
+
+        if (bn->op != EFC_OP_BATCHNORM)
+            continue;
+        p = producer(m, bn->inputs[0]);
+        if (p < 0 || (m->nodes[p].op != EFC_OP_CONV2D && m->nodes[p].op != EFC_OP_DENSE) ||
+            m->nodes[p].a.act != EFC_ACT_NONE || n_consumers(m, bn->inputs[0]) != 1 ||
+            bn->inputs[0] == m->output)
+            continue;
+        pn = &m->nodes[p];
+        oc = m->tensors[pn->inputs[1]].dims[0];
+        bias = pn->n_inputs > 2 ? pn->inputs[2] : -1;
+        if (bias < 0) {
+            char name[EFC_NAME_MAX];
+            enum efc_status st;
+            snprintf(name, sizeof(name), "%.*s.bias", EFC_NAME_MAX - 6, pn->name);
+            st = efc_model_add_tensor(m, name, EFC_DTYPE_F32, 1, &oc, EFC_TENSOR_PARAM, &bias);
+            if (st)
+                return st;
+            pn = &m->nodes[p];
+            bn = &m->nodes[i];
+            pn->inputs[2] = bias;
+            pn->n_inputs = 3;
+        }
+        g = m->tensors[bn->inputs[1]].data;
+        be = m->tensors[bn->inputs[2]].data;
+        mu = m->tensors[bn->inputs[3]].data;
+        var = m->tensors[bn->inputs[4]].data;
+        w = m->tensors[pn->inputs[1]].data;
+        b = m->tensors[bias].data;
+        per = efc_tensor_numel(&m->tensors[pn->inputs[1]]) / (size_t)oc;
+        for (int32_t o = 0; o < oc; o++) {
+            float s = g[o] / sqrtf(var[o] + bn->a.eps);
+            for (size_t k = 0; k < per; k++)
+                w[(size_t)o * per + k] *= s;
+            b[o] = (b[o] - mu[o]) * s + be[o];
+        }
+        pn->output = bn->output;
+        remove_node(m, i);
+        i--;
+    }
+    return EFC_OK;
+}
+
+/* Fuse ReLU / ReLU6 into a conv, dense or add that produces its only input. */
+static void fuse_activations(struct efc_model *m)
+{
+    for (int32_t i = 0; i < m->n_nodes; i++) {
+        struct efc_node *r = &m->nodes[i];
+        int32_t p;
+        if (r->op != EFC_OP_RELU && r->op != EFC_OP_RELU6)
+            continue;
+        p = producer(m, r->inputs[0]);
+        if (p < 0 || m->nodes[p].a.act != EFC_ACT_NONE || n_consumers(m, r->inputs[0]) != 1 ||
+            r->inputs[0] == m->output)
+            continue;
+        if (m->nodes[p].op != EFC_OP_CONV2D && m->nodes[p].op != EFC_OP_DENSE &&
+            m->nodes[p].op != EFC_OP_ADD)
+            continue;
+        m->nodes[p].a.act = r->op == EFC_OP_RELU ? EFC_ACT_RELU : EFC_ACT_RELU6;
+        m->nodes[p].output = r->output;
+        remove_node(m, i);
+        i--;
+    }
+}
+
+static int is_view(enum efc_op op)
+{
+    return op == EFC_OP_FLATTEN || op == EFC_OP_RESHAPE;
+}
+
+static enum efc_status plan(struct efc_exec *e)
+{
+    struct efc_model *m = e->m;
+    int32_t nt = m->n_tensors;
+    int32_t *first = efc_malloc((size_t)nt * sizeof(int32_t));
+    int32_t *last = efc_malloc((size_t)nt * sizeof(int32_t));
+    int32_t *order = efc_malloc((size_t)nt * sizeof(int32_t));
+    uint8_t *placed = efc_calloc((size_t)nt, 1);
+    size_t *size = efc_calloc((size_t)nt, sizeof(size_t));
+    int32_t n_order = 0;
+    size_t top = 0;
+    enum efc_status st = EFC_OK;
+
+    e->offset = efc_calloc((size_t)nt, sizeof(size_t));
+    e->root = efc_malloc((size_t)nt * sizeof(int32_t));
+    if (!first || !last || !order || !placed || !size || !e->offset || !e->root) {
+        st = efc_errf(EFC_ENOMEM, "exec: out of memory planning");
+        goto out;
+    }
+    for (int32_t t = 0; t < nt; t++) {
+        e->root[t] = t;
+        first[t] = last[t] = -2;
+    }
+    for (int32_t s = 0; s < m->n_nodes; s++)
+        if (is_view(m->nodes[s].op))
+            e->root[m->nodes[s].output] = e->root[m->nodes[s].inputs[0]];
+    first[m->input] = last[m->input] = -1;
+    for (int32_t s = 0; s < m->n_nodes; s++) {
+        struct efc_node *n = &m->nodes[s];
+        int32_t r = e->root[n->output];
+        if (first[r] == -2)
+            first[r] = s;
+        last[r] = s > last[r] ? s : last[r];
+        for (int32_t j = 0; j < n->n_inputs; j++) {
+            int32_t t = n->inputs[j];
+            if (t < 0 || (m->tensors[t].flags & EFC_TENSOR_PARAM))
+                continue;
+            last[e->root[t]] = s;
+        }
+    }
+    last[e->root[m->output]] = m->n_nodes;
+    for (int32_t t = 0; t < nt; t++) {
+        if (e->root[t] != t || first[t] == -2 || (m->tensors[t].flags & EFC_TENSOR_PARAM))
+            continue;
+        size[t] = align_up(efc_tensor_numel(&m->tensors[t]) * sizeof(float) *
+                           (size_t)e->max_batch);
+        order[n_order++] = t;
+    }
+    /* sort by size descending (insertion sort: tens of tensors) */
+    for (int32_t i = 1; i < n_order; i++)
+        for (int32_t j = i; j > 0 && size[order[j]] > size[order[j - 1]]; j--) {
+            int32_t x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    for (int32_t i = 0; i < n_order; i++) {
+        int32_t t = order[i];
+        size_t off = 0;
+        int moved = 1;
+        while (moved) {
+            moved = 0;
+            for (int32_t j = 0; j < i; j++) {
+                int32_t u = order[j];
+                if (last[u] < first[t] || last[t] < first[u])
+                    continue; /* lifetimes disjoint */
+                if (off < e->offset[u] + size[u] && e->offset[u] < off + size[t]) {
+                    off = e->offset[u] + size[u];
+                    moved = 1;
+                }
+            }
+        }
+        e->offset[t] = off;
+        placed[t] = 1;
+        if (off + size[t] > top)
+            top = off + size[t];
+    }
+    for (int32_t t = 0; t < nt; t++)
+        e->offset[t] = e->offset[e->root[t]];
+    e->arena_bytes = top;
+out:
+    efc_free(first);
+    efc_free(last);
+    efc_free(order);
+    efc_free(placed);
+    efc_free(size);
+    return st;
+}
+
+static void conv_geom(const struct efc_exec *e, const struct efc_node *n, int32_t batch,
+                      struct efc_conv_geom *g)
+{
+    const struct efc_tensor *x = &e->m->tensors[n->inputs[0]];
+    const struct efc_tensor *y = &e->m->tensors[n->output];
+    g->n = batch;
+    g->c = x->dims[0];
+    g->h = x->dims[1];
+    g->w = x->dims[2];
+    g->oc = y->dims[0];
+    g->oh = y->dims[1];
+    g->ow = y->dims[2];
+    g->kh = n->a.kernel[0];
+    g->kw = n->a.kernel[1];
+    g->sh = n->a.stride[0];
+    g->sw = n->a.stride[1];
+    g->pt = n->a.pad[0];
+    g->pl = n->a.pad[1];
+    g->groups = n->a.groups;
+}
+
+static void pool_geom(const struct efc_exec *e, const struct efc_node *n, int32_t batch,
+                      struct efc_pool_geom *g)
+{
+    const struct efc_tensor *x = &e->m->tensors[n->inputs[0]];
+    const struct efc_tensor *y = &e->m->tensors[n->output];
+    g->n = batch;
+    g->c = x->dims[0];
+    g->h = x->dims[1];
+    g->w = x->dims[2];
+    g->oh = y->dims[1];
+    g->ow = y->dims[2];
+    g->kh = n->a.kernel[0];
+    g->kw = n->a.kernel[1];
+    g->sh = n->a.stride[0];
+    g->sw = n->a.stride[1];
+    g->pt = n->a.pad[0];
+    g->pl = n->a.pad[1];
+    g->count_include_pad = n->a.count_include_pad;
+}
+
+enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_opts *o,
+                             struct efc_exec **out)
+{
+    struct efc_exec *e;
+    enum efc_status st;
+    size_t n_aux = 0;
+
+    if (!o || o->max_batch < 1)
+        return efc_errf(EFC_EINVAL, "exec: max_batch must be >= 1");
+    if ((st = efc_kernels_init_env()))
+        return st;
+    e = efc_calloc(1, sizeof(*e));
+    if (!e)
+        return efc_errf(EFC_ENOMEM, "exec: out of memory");
+    e->max_batch = o->max_batch;
+    if ((st = efc_model_clone(src, &e->m)) || (st = efc_model_check(e->m)) ||
+        (st = fold_batchnorm(e->m)))
+        goto fail;
+    fuse_activations(e->m);
+    if ((st = efc_model_check(e->m)) || (st = plan(e)))
+        goto fail;
+
+    e->steps = efc_calloc((size_t)e->m->n_nodes, sizeof(*e->steps));
+    if (!e->steps)
+        goto oom;
+    e->n_steps = e->m->n_nodes;
+    for (int32_t s = 0; s < e->n_steps; s++) {
+        struct efc_node *n = &e->m->nodes[s];
+        e->steps[s].n = n;
+        if (n->op == EFC_OP_BATCHNORM)
+            n_aux += 2 * (size_t)e->m->tensors[n->inputs[0]].dims[0];
+        if (n->op == EFC_OP_CONV2D) {
+            struct efc_conv_geom g;
+            size_t sb;
+            conv_geom(e, n, e->max_batch, &g);
+            sb = efc_k_conv2d_f32_scratch(&g) * sizeof(float);
+            if (sb > e->scratch_bytes)
+                e->scratch_bytes = align_up(sb);
+        }
+    }
+    if (n_aux && !(e->aux = efc_malloc(n_aux * sizeof(float))))
+        goto oom;
+    n_aux = 0;
+    for (int32_t s = 0; s < e->n_steps; s++) {
+        struct efc_node *n = e->steps[s].n;
+        int32_t c;
+        if (n->op != EFC_OP_BATCHNORM)
+            continue;
+        c = e->m->tensors[n->inputs[0]].dims[0];
+        e->steps[s].aux_scale = e->aux + n_aux;
+        e->steps[s].aux_shift = e->aux + n_aux + c;
+        n_aux += 2 * (size_t)c;
+        for (int32_t k = 0; k < c; k++) {
+            const float *g = e->m->tensors[n->inputs[1]].data;
+            const float *b = e->m->tensors[n->inputs[2]].data;
+            const float *mu = e->m->tensors[n->inputs[3]].data;
+            const float *v = e->m->tensors[n->inputs[4]].data;
+            float sc = g[k] / sqrtf(v[k] + n->a.eps);
+            e->steps[s].aux_scale[k] = sc;
+            e->steps[s].aux_shift[k] = b[k] - mu[k] * sc;
+        }
+    }
+    e->arena = efc_malloc_aligned(ALIGN, e->arena_bytes + e->scratch_bytes + ALIGN);
+    if (!e->arena)
+        goto oom;
+    memset(e->arena, 0, e->arena_bytes + e->scratch_bytes + ALIGN);
+    e->scratch = (float *)(e->arena + e->arena_bytes);
+    /* weight bytes: parameters the compiled graph still uses */
+    for (int32_t s = 0; s < e->n_steps; s++)
+        for (int32_t j = 1; j < e->steps[s].n->n_inputs; j++) {
+            int32_t t = e->steps[s].n->inputs[j];
+            if (t >= 0 && (e->m->tensors[t].flags & EFC_TENSOR_PARAM))
+                e->weight_bytes += efc_tensor_bytes(&e->m->tensors[t]);
+        }
+    *out = e;
+    return EFC_OK;
+oom:
+    st = efc_errf(EFC_ENOMEM, "exec: out of memory");
+fail:
+    efc_exec_free(e);
+    return st;
+}
+
+void efc_exec_free(struct efc_exec *e)
+{
+    if (!e)
+        return;
+    efc_model_free(e->m);
+    efc_free(e->steps);
+    efc_free(e->offset);
+    efc_free(e->root);
+    efc_free(e->arena);
+    efc_free(e->aux);
+    efc_free(e);
+}
+
+static float *buf(struct efc_exec *e, int32_t t)
+{
+    return (float *)(e->arena + e->offset[t]);
+}
+
+static const float *param_data(const struct efc_exec *e, int32_t t)
+{
+    return t >= 0 ? e->m->tensors[t].data : NULL;
+}
+
+enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch,
+                             const float **out)
+{
+    const struct efc_kernel_table *k = efc_kernels();
+    struct efc_model *m = e->m;
+
+    if (batch < 1 || batch > e->max_batch)
+        return efc_errf(EFC_EINVAL, "exec: batch %d outside 1..%d", batch, e->max_batch);
+    efc_model_normalize(m, raw, buf(e, m->input), batch);
+    for (int32_t s = 0; s < e->n_steps; s++) {
+        const struct efc_node *n = e->steps[s].n;
+        const struct efc_tensor *xt = &m->tensors[n->inputs[0]];
+        const float *x = buf(e, n->inputs[0]);
+        float *y = buf(e, n->output);
+        size_t xn = efc_tensor_numel(xt) * (size_t)batch;
+        enum efc_k_act act = (enum efc_k_act)n->a.act;
+
+        switch (n->op) {
+        case EFC_OP_CONV2D: {
+            struct efc_conv_geom g;
+            conv_geom(e, n, batch, &g);
+            efc_k_conv2d_f32(&g, x, param_data(e, n->inputs[1]),
+                             n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL, y, e->scratch,
+                             act);
+            break;
+        }
+        case EFC_OP_DENSE: {
+            const struct efc_tensor *w = &m->tensors[n->inputs[1]];
+            efc_k_dense_f32(batch, w->dims[1], w->dims[0], x, w->data,
+                            n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL, y, act);
+            break;
+        }
+        case EFC_OP_RELU:
+            k->relu_f32(xn, x, y);
+            break;
+        case EFC_OP_RELU6:
+            k->relu6_f32(xn, x, y);
+            break;
+        case EFC_OP_MAXPOOL:
+        case EFC_OP_AVGPOOL: {
+            struct efc_pool_geom g;
+            pool_geom(e, n, batch, &g);
+            if (n->op == EFC_OP_MAXPOOL)
+                efc_k_maxpool2d_f32(&g, x, y);
+            else
+                efc_k_avgpool2d_f32(&g, x, y);
+            break;
+        }
+        case EFC_OP_GAVGPOOL:
+            efc_k_gavgpool_f32(batch, xt->dims[0], xt->dims[1] * xt->dims[2], x, y);
+            break;
+        case EFC_OP_FLATTEN:
+        case EFC_OP_RESHAPE:
+            break; /* views: same buffer */
+        case EFC_OP_ADD:
+            k->add_f32(xn, x, buf(e, n->inputs[1]), y, act);
+            break;
+        case EFC_OP_BATCHNORM: {
+            int32_t c = xt->dims[0];
+            efc_k_channel_affine_f32(batch, c, (int32_t)(efc_tensor_numel(xt) / (size_t)c), x,
+                                     e->steps[s].aux_scale, e->steps[s].aux_shift, y,
+                                     EFC_K_ACT_NONE);
+            break;
+        }
+        case EFC_OP_SOFTMAX: {
+            int32_t cols = (int32_t)efc_tensor_numel(xt);
+            efc_k_softmax_f32(batch, cols, x, y);
+            break;
+        }
+        default:
+            return efc_errf(EFC_EINTERNAL, "exec: op %d not handled", n->op);
+        }
+    }
+    *out = buf(e, m->output);
+    return EFC_OK;
+}
+
+int32_t efc_exec_input_size(const struct efc_exec *e)
+{
+    return (int32_t)efc_tensor_numel(&e->m->tensors[e->m->input]);
+}
+
+int32_t efc_exec_output_size(const struct efc_exec *e)
+{
+    return (int32_t)efc_tensor_numel(&e->m->tensors[e->m->output]);
+}
+
+size_t efc_exec_peak_activation_bytes(const struct efc_exec *e)
+{
+    return e->arena_bytes + e->scratch_bytes;
+}
+
+size_t efc_exec_weight_bytes(const struct efc_exec *e)
+{
+    return e->weight_bytes;
+}
+
+const struct efc_model *efc_exec_model(const struct efc_exec *e)
+{
+    return e->m;
+}
+
+enum efc_status efc_eval(const struct efc_model *m, const struct efc_dataset *d, int32_t batch,
+                         struct efc_eval_result *r)
+{
+    struct efc_exec_opts o = {.max_batch = batch};
+    struct efc_exec *e = NULL;
+    float *in = NULL;
+    enum efc_status st;
+    int32_t ncls, per;
+
+    memset(r, 0, sizeof(*r));
+    if (!d->labels)
+        return efc_errf(EFC_EINVAL, "eval: data set %s has no labels", d->source);
+    if ((st = efc_exec_new(m, &o, &e)))
+        return st;
+    per = efc_exec_input_size(e);
+    if ((size_t)per != efc_dataset_sample_size(d)) {
+        st = efc_errf(EFC_EINVAL, "eval: model takes %d values per sample, data set %s has %zu",
+                      per, d->source, efc_dataset_sample_size(d));
+        goto out;
+    }
+    ncls = efc_exec_output_size(e);
+    in = efc_malloc((size_t)per * (size_t)batch * sizeof(float));
+    r->confusion = efc_calloc((size_t)ncls * (size_t)ncls, sizeof(int32_t));
+    if (!in || !r->confusion) {
+        st = efc_errf(EFC_ENOMEM, "eval: out of memory");
+        goto out;
+    }
+    r->n_classes = ncls;
+    for (int32_t i0 = 0; i0 < d->n; i0 += batch) {
+        int32_t nb = d->n - i0 < batch ? d->n - i0 : batch;
+        const float *logits;
+        efc_dataset_get_f32(d, i0, nb, in);
+        if ((st = efc_exec_run(e, in, nb, &logits)))
+            goto out;
+        for (int32_t i = 0; i < nb; i++) {
+            const float *l = logits + (size_t)i * (size_t)ncls;
+            int32_t best = 0, y = d->labels[i0 + i];
+            for (int32_t c = 1; c < ncls; c++)
+                if (l[c] > l[best])
+                    best = c;
+            if (y < ncls)
+                r->confusion[y * ncls + best]++;
+            r->correct += best == y;
+            r->samples++;
+        }
+    }
+    r->accuracy = r->samples ? (double)r->correct / r->samples : 0.0;
+out:
+    efc_free(in);
+    efc_exec_free(e);
+    if (st)
+        efc_eval_result_fini(r);
+    return st;
+}
+
+void efc_eval_result_fini(struct efc_eval_result *r)
+{
+    efc_free(r->confusion);
+    r->confusion = NULL;
+}

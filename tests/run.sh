@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The test command (README): install what is missing, build with -Werror, run every test
+# with ctest, then the unit tests again under ASan+UBSan, then each fuzz target briefly
+# (when clang is available). Exits non-zero on the first failure.
+# Env: EFC_JOBS (default: nproc), EFC_FUZZ_RUNS (iterations per fuzz target, default 5000),
+#      EFC_SKIP_ASAN=1 / EFC_SKIP_FUZZ=1 to skip those stages when iterating locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=${EFC_JOBS:-$(nproc)}
+
+./deploy/install-deps.sh --test
+
+echo "== banned functions (STYLE.md 2.10)"
+banned='\b(strcpy|strcat|sprintf|vsprintf|gets|strtok|atoi|atol|atof|system)\s*\('
+if grep -nE "$banned" --include='*.c' --include='*.h' -r common kernels model compress cli bench; then
+    echo "banned function used (see above)"; exit 1
+fi
+if grep -nE '\b(malloc|calloc|realloc|free)\s*\(' --include='*.c' -r common kernels model compress cli \
+       | grep -v '^common/efc_alloc.c' | grep -vE 'efc_(malloc|calloc|realloc|free)' ; then
+    echo "bare allocation outside common/efc_alloc.c (see above)"; exit 1
+fi
+
+echo "== build (default, -Werror)"
+cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFC_WERROR=ON >/dev/null
+cmake --build build/ci -j"$jobs" 2>&1 | grep -vE '^\[ *[0-9]+%\]|^gmake|Consolidate|^--' || true
+cmake --build build/ci -j"$jobs" >/dev/null
+echo "== ctest (all tests)"
+(cd build/ci && ctest --output-on-failure -j"$jobs")
+
+if [[ "${EFC_SKIP_ASAN:-0}" != 1 ]]; then
+    echo "== build (ASan + UBSan)"
+    cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DEFC_WERROR=ON \
+          -DEFC_SANITIZE=address,undefined >/dev/null
+    cmake --build build/asan -j"$jobs" >/dev/null
+    echo "== ctest (unit tests under ASan + UBSan)"
+    (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L unit -j"$jobs")
+fi
+
+if [[ "${EFC_SKIP_FUZZ:-0}" != 1 ]] && command -v clang >/dev/null; then
+    echo "== fuzz targets (libFuzzer, ${EFC_FUZZ_RUNS:-5000} runs each)"
+    cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DEFC_FUZZ=ON >/dev/null
+    cmake --build build/fuzz -j"$jobs" >/dev/null
+    for f in tests/fuzz/fuzz_*.c; do
+        t=$(basename "$f" .c); c=${t#fuzz_}
+        work=$(mktemp -d)
+        cp -r "tests/fuzz/corpus/$c/." "$work/" 2>/dev/null || true
+        dict=(); [[ -f "tests/fuzz/$c.dict" ]] && dict=(-dict="tests/fuzz/$c.dict")
+        "build/fuzz/tests/$t" -runs="${EFC_FUZZ_RUNS:-5000}" -rss_limit_mb=2560 -timeout=10 \
+            "${dict[@]}" "$work" 2>"build/fuzz/$t.log" || { tail -40 "build/fuzz/$t.log"; exit 1; }
+        echo "$t: $(grep -oE 'Done [0-9]+ runs' "build/fuzz/$t.log" || echo ok)"
+        rm -rf "$work"
+    done
+fi
+echo "== all tests passed"
