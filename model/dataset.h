@@ -5,7 +5,8 @@
  * float32, exactly as stored) and optional uint8 labels. Models normalise raw values
  * themselves (model.h efc_model_normalize), so data sets never do.
  * Spec strings (efc_dataset_open):
- *   "fashion-mnist"                 the Debian package's files, split "train" or "test"
+ *   "fashion-mnist"                 the Debian package's files (or $EFC_FASHION_MNIST_DIR),
+ *                                   split "train" or "test"
  *   "fashion-mnist:shard=i/n"       shard i of n (0-based, contiguous) of that split
  *   "IMAGES[,LABELS]"               paths to .idx/.idx.gz/.npy/.ubyte(.gz) files
  * All readers validate headers and sizes against the file size; truncated, wrong-magic or

@@ -349,7 +349,9 @@ static struct efc_model *odd_model(struct efc_rng *r, int C, int H, int W)
     ACT(k);
     assert_int_equal(efc_model_add_node(m, EFC_OP_RESHAPE, "rs", &t[k - 1], 1, t[k], &a, NULL), EFC_OK);
     k++;
-    assert_int_equal(efc_model_check(m), EFC_OK);
+    m->output = t[k - 1]; /* provisional, to infer the reshape's size */
+    if (efc_model_check(m) != EFC_OK)
+        fail_msg("%s", efc_err_detail());
     int32_t feat = m->tensors[t[k - 1]].dims[0];
     PAR(2, 7, feat);
     PAR(1, 7);
@@ -375,7 +377,7 @@ static struct efc_model *odd_model(struct efc_rng *r, int C, int H, int W)
 
 static void test_odd_shapes(void **state)
 {
-    static const int shapes[][3] = {{1, 7, 9}, {3, 13, 11}, {2, 17, 5}, {4, 9, 9}, {1, 5, 31}};
+    static const int shapes[][3] = {{1, 7, 9}, {3, 13, 11}, {2, 17, 10}, {4, 9, 9}, {1, 5, 31}};
     (void)state;
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         struct efc_rng r;
@@ -395,25 +397,28 @@ static void test_plan_and_no_alloc(void **state)
     struct efc_exec_opts o = {.max_batch = 8};
     const float *out;
     float in[8 * 784] = {0};
-    size_t sum = 0;
     uint64_t before;
     (void)state;
     assert_int_equal(efc_arch_build("cnn-bn", 1, &m), EFC_OK);
     assert_int_equal(efc_exec_new(m, &o, &e), EFC_OK);
     /* BN folded and ReLU fused: conv, conv, pool, conv, pool, flatten, fc, fc */
     assert_int_equal(efc_exec_model(e)->n_nodes, 8);
-    for (int t = 0; t < m->n_tensors; t++)
-        if (!(m->tensors[t].flags & EFC_TENSOR_PARAM))
-            sum += efc_tensor_numel(&m->tensors[t]) * 8 * sizeof(float);
-    /* liveness reuse: the arena must be far smaller than all activations side by side */
-    assert_true(efc_exec_peak_activation_bytes(e) < sum / 2);
-    assert_int_equal(efc_exec_weight_bytes(e) > 0, 1);
     assert_int_equal(efc_exec_run(e, in, 8, &out), EFC_OK);
     before = efc_alloc_count();
     for (int i = 0; i < 5; i++)
         assert_int_equal(efc_exec_run(e, in, 1 + i, &out), EFC_OK);
     assert_int_equal(efc_alloc_count() - before, 0);
     assert_int_equal(efc_exec_run(e, in, 9, &out), EFC_EINVAL);
+    efc_exec_free(e);
+    efc_model_free(m);
+
+    /* mlp is a chain: the peak is the largest input+output pair live at one step, i.e. the
+     * input (784, shared with its Flatten view) and fc1's output (300), at batch 8; no
+     * scratch (no conv). Everything else reuses those two buffers. */
+    assert_int_equal(efc_arch_build("mlp", 1, &m), EFC_OK);
+    assert_int_equal(efc_exec_new(m, &o, &e), EFC_OK);
+    assert_int_equal(efc_exec_peak_activation_bytes(e), 784 * 8 * 4 + 300 * 8 * 4);
+    assert_int_equal(efc_exec_weight_bytes(e), (784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10) * 4);
     efc_exec_free(e);
     efc_model_free(m);
 }

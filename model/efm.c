@@ -1,0 +1,1127 @@
+/* efm.c — .efm encode/save and decode/load. The byte layout is normative in docs/format.md;
+ * the offsets below must match it. Everything is written and read byte by byte in
+ * little-endian order (no struct overlays), so the code is independent of padding; tensor
+ * data is the exception: it is used in place after mmap, which needs a little-endian host.
+ *
+ * The loader is the trust boundary for model files (STYLE.md 2.1, 2.5): every count, offset,
+ * size, enum and shape is checked here before the model reaches efc_model_check() and the
+ * executor. Order of checks: size and magic (EPROTO), version (EVERSION, before the checksum
+ * because a future version may hash differently), declared length (EPROTO, so truncation is
+ * reported as such), checksum (EHASH), then structure (EPROTO).
+ */
+#include "model/efm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/efc_alloc.h"
+#include "common/efc_fs.h"
+#include "common/efc_sha256.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "efm.c maps tensor data in place: little-endian hosts only"
+#endif
+
+/* ---- layout (docs/format.md) ---- */
+static const uint8_t efm_magic[8] = {'E', 'F', 'M', '1', '\r', '\n', 0x1a, '\n'};
+#define EFM_VERSION 1u
+#define EFM_HDR_BYTES 64u
+#define EFM_HDR_SHA_OFF 32u
+#define EFM_SEC_ENTRY_BYTES 24u
+#define EFM_MODEL_BYTES 192u
+#define EFM_TENSOR_BYTES 128u
+#define EFM_NODE_BYTES 168u
+#define EFM_ARRAY_HDR_BYTES 8u /* u32 count, u32 reserved */
+#define EFM_DATA_ALIGN 64u
+#define EFM_SEC_ALIGN 8u
+
+/* Limits: far beyond any edge model, small enough that counts times record sizes cannot
+ * overflow and a hostile file cannot make the loader allocate much. */
+#define EFM_MAX_SECTIONS 32u
+#define EFM_MAX_TENSORS 65536u
+#define EFM_MAX_NODES 65536u
+#define EFM_MAX_META_BYTES ((uint64_t)16 << 20)
+#define EFM_MAX_ELEMS ((uint64_t)1 << 31)
+#define EFM_JSON_MAX_DEPTH 32
+
+enum efm_kind {
+    EFM_SEC_MODEL = 1,
+    EFM_SEC_TENSORS = 2,
+    EFM_SEC_NODES = 3,
+    EFM_SEC_QPARAMS = 4,
+    EFM_SEC_DATA = 5,
+    EFM_SEC_META = 6,
+    EFM_SEC_KNOWN_MAX = 6
+};
+
+static const char *const sec_names[] = {"?",       "model", "tensors", "nodes",
+                                        "qparams", "data",  "meta"};
+
+static const char *sec_name(uint32_t kind)
+{
+    return kind >= 1 && kind <= EFM_SEC_KNOWN_MAX ? sec_names[kind] : "unknown";
+}
+
+/* ---- little-endian byte access ---- */
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int32_t rdi32(const uint8_t *p)
+{
+    uint32_t u = rd32(p);
+    int32_t v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static float rdf32(const uint8_t *p)
+{
+    uint32_t u = rd32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void wri32(uint8_t *p, int32_t v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    wr32(p, u);
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+static void wrf32(uint8_t *p, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    wr32(p, u);
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+/* Digest of the file with the checksum field [32, 64) left out. */
+static void efm_digest(const uint8_t *buf, size_t len, uint8_t out[EFC_SHA256_BYTES])
+{
+    struct efc_sha256 s;
+
+    efc_sha256_init(&s);
+    efc_sha256_update(&s, buf, EFM_HDR_SHA_OFF);
+    efc_sha256_update(&s, buf + EFM_HDR_BYTES, len - EFM_HDR_BYTES);
+    efc_sha256_final(&s, out);
+}
+
+/* ---- minimal JSON scanning (validation and member extents only; no tree) ---- */
+static const char *json_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* p at '"'; returns the position after the closing quote, or NULL. */
+static const char *json_string(const char *p, const char *e)
+{
+    if (p >= e || *p != '"')
+        return NULL;
+    for (p++; p < e; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c == '\\') {
+            if (++p >= e)
+                return NULL;
+            if (*p == 'u') {
+                if (e - p < 5 || !is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4]))
+                    return NULL;
+                p += 4;
+            } else if (!strchr("\"\\/bfnrt", *p) || *p == '\0') {
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+static const char *json_digits(const char *p, const char *e)
+{
+    const char *s = p;
+    while (p < e && *p >= '0' && *p <= '9')
+        p++;
+    return p > s ? p : NULL;
+}
+
+static const char *json_number(const char *p, const char *e)
+{
+    if (p < e && *p == '-')
+        p++;
+    if (p < e && *p == '0')
+        p++;
+    else if (!(p = json_digits(p, e)))
+        return NULL;
+    if (p < e && *p == '.' && !(p = json_digits(p + 1, e)))
+        return NULL;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p = json_digits(p, e)))
+            return NULL;
+    }
+    return p;
+}
+
+static const char *json_value(const char *p, const char *e, int depth);
+
+/* Iterate an object's members: p at '{'. For each member calls fn(key, key_end, val,
+ * val_end, ctx) if fn is non-NULL. Returns the position after '}', or NULL. */
+typedef int (*json_member_fn)(const char *k, const char *ke, const char *v, const char *ve,
+                              void *ctx);
+
+static const char *json_object(const char *p, const char *e, int depth, json_member_fn fn,
+                               void *ctx)
+{
+    if (depth > EFM_JSON_MAX_DEPTH || p >= e || *p != '{')
+        return NULL;
+    p = json_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return p + 1;
+    for (;;) {
+        const char *k = p, *ke, *v, *ve;
+        if (!(ke = json_string(p, e)))
+            return NULL;
+        p = json_ws(ke, e);
+        if (p >= e || *p != ':')
+            return NULL;
+        v = json_ws(p + 1, e);
+        if (!(ve = json_value(v, e, depth + 1)))
+            return NULL;
+        if (fn && fn(k, ke, v, ve, ctx) != 0)
+            return NULL;
+        p = json_ws(ve, e);
+        if (p < e && *p == ',') {
+            p = json_ws(p + 1, e);
+            continue;
+        }
+        if (p < e && *p == '}')
+            return p + 1;
+        return NULL;
+    }
+}
+
+static const char *json_value(const char *p, const char *e, int depth)
+{
+    if (depth > EFM_JSON_MAX_DEPTH || p >= e)
+        return NULL;
+    switch (*p) {
+    case '{':
+        return json_object(p, e, depth, NULL, NULL);
+    case '[':
+        p = json_ws(p + 1, e);
+        if (p < e && *p == ']')
+            return p + 1;
+        for (;;) {
+            if (!(p = json_value(p, e, depth + 1)))
+                return NULL;
+            p = json_ws(p, e);
+            if (p < e && *p == ',') {
+                p = json_ws(p + 1, e);
+                continue;
+            }
+            if (p < e && *p == ']')
+                return p + 1;
+            return NULL;
+        }
+    case '"':
+        return json_string(p, e);
+    case 't':
+        return e - p >= 4 && !memcmp(p, "true", 4) ? p + 4 : NULL;
+    case 'f':
+        return e - p >= 5 && !memcmp(p, "false", 5) ? p + 5 : NULL;
+    case 'n':
+        return e - p >= 4 && !memcmp(p, "null", 4) ? p + 4 : NULL;
+    default:
+        return json_number(p, e);
+    }
+}
+
+/* A growable text buffer for the metadata section. */
+struct tbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+};
+
+static void tb_put(struct tbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *np;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        np = efc_realloc(b->p, cap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+static void tb_puts(struct tbuf *b, const char *s)
+{
+    tb_put(b, s, strlen(s));
+}
+
+/* JSON string literal of a C string (control characters as \u00XX; other bytes as is). */
+static void tb_json_str(struct tbuf *b, const char *s)
+{
+    tb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            tb_put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            tb_put(b, esc, 6);
+        } else {
+            tb_put(b, (const char *)&c, 1);
+        }
+    }
+    tb_put(b, "\"", 1);
+}
+
+static int key_is(const char *k, const char *ke, const char *lit)
+{
+    size_t n = strlen(lit);
+    return (size_t)(ke - k) == n + 2 && !memcmp(k + 1, lit, n);
+}
+
+/* Copies every member except "name" and "arch" (those come from the model's own fields),
+ * each preceded by a comma. */
+static int copy_member(const char *k, const char *ke, const char *v, const char *ve, void *ctx)
+{
+    struct tbuf *b = ctx;
+    if (key_is(k, ke, "name") || key_is(k, ke, "arch"))
+        return 0;
+    tb_put(b, ",", 1);
+    tb_put(b, k, (size_t)(ke - k));
+    tb_put(b, ":", 1);
+    tb_put(b, v, (size_t)(ve - v));
+    return 0;
+}
+
+static int name_ok(const char name[EFC_NAME_MAX])
+{
+    return memchr(name, '\0', EFC_NAME_MAX) != NULL;
+}
+
+/* ---- encode ---- */
+
+static size_t qp_bytes(const struct efc_qparams *q)
+{
+    return q ? (size_t)q->n * 8u : 0;
+}
+
+static enum efc_status check_qparams_mem(const struct efc_tensor *t, int32_t i)
+{
+    const struct efc_qparams *q = t->q;
+    if (q->n < 1 || !q->scale || !q->zero_point)
+        return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': empty qparams", i, t->name);
+    if (q->n > 1 && (q->axis < 0 || q->axis >= t->ndim || t->dims[q->axis] != q->n))
+        return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': %d qparams along axis %d", i,
+                        t->name, q->n, q->axis);
+    return EFC_OK;
+}
+
+static enum efc_status check_model_mem(const struct efc_model *m)
+{
+    if (m->n_tensors < 0 || (uint32_t)m->n_tensors > EFM_MAX_TENSORS || m->n_nodes < 0 ||
+        (uint32_t)m->n_nodes > EFM_MAX_NODES)
+        return efc_errf(EFC_EINVAL, "efm encode: %d tensors, %d nodes: out of range", m->n_tensors,
+                        m->n_nodes);
+    if (!name_ok(m->name) || !name_ok(m->arch))
+        return efc_errf(EFC_EINVAL, "efm encode: model name or arch not NUL-terminated");
+    for (int32_t i = 0; i < m->n_tensors; i++) {
+        const struct efc_tensor *t = &m->tensors[i];
+        if (!name_ok(t->name))
+            return efc_errf(EFC_EINVAL, "efm encode: tensor %d: name not NUL-terminated", i);
+        if (efc_dtype_size(t->dtype) == 0 || t->ndim < 0 || t->ndim > EFC_MAX_DIMS)
+            return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': bad dtype or rank", i,
+                            t->name);
+        for (int32_t d = 0; d < t->ndim; d++)
+            if (t->dims[d] < 1)
+                return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': dim %d is %d", i, t->name,
+                                d, t->dims[d]);
+        if ((t->flags & EFC_TENSOR_PARAM) && (!t->data || t->ndim < 1))
+            return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': parameter without data", i,
+                            t->name);
+        if (t->q) {
+            enum efc_status st = check_qparams_mem(t, i);
+            if (st)
+                return st;
+        }
+    }
+    for (int32_t i = 0; i < m->n_nodes; i++) {
+        const struct efc_node *n = &m->nodes[i];
+        if (!name_ok(n->name) || n->n_inputs < 0 || n->n_inputs > EFC_NODE_MAX_INPUTS)
+            return efc_errf(EFC_EINVAL, "efm encode: node %d: bad name or input count", i);
+    }
+    return EFC_OK;
+}
+
+static enum efc_status build_meta(const struct efc_model *m, struct tbuf *b)
+{
+    tb_puts(b, "{\"name\":");
+    tb_json_str(b, m->name);
+    tb_puts(b, ",\"arch\":");
+    tb_json_str(b, m->arch);
+    if (m->meta_json) {
+        const char *s = m->meta_json, *e = s + strlen(s);
+        const char *p = json_ws(s, e);
+        if (!(p = json_object(p, e, 0, copy_member, b)) || json_ws(p, e) != e)
+            return efc_errf(EFC_EINVAL,
+                            "efm encode: model '%s': meta_json is not one JSON "
+                            "object",
+                            m->name);
+    }
+    tb_puts(b, "}");
+    if (b->oom)
+        return efc_errf(EFC_ENOMEM, "efm encode: out of memory");
+    return EFC_OK;
+}
+
+enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *out_len)
+{
+    struct tbuf meta = {0};
+    uint64_t off, qp_total = 0, data_total = 0;
+    uint64_t sec_off[EFM_SEC_KNOWN_MAX + 1] = {0}, sec_size[EFM_SEC_KNOWN_MAX + 1] = {0};
+    uint32_t kinds[EFM_SEC_KNOWN_MAX], n_sec = 0;
+    uint8_t *buf, *p;
+    enum efc_status st;
+
+    if (!m || !out || !out_len)
+        return efc_errf(EFC_EINVAL, "efm encode: NULL argument");
+    *out = NULL;
+    *out_len = 0;
+    if ((st = check_model_mem(m)))
+        return st;
+    if ((st = build_meta(m, &meta)))
+        goto fail;
+
+    for (int32_t i = 0; i < m->n_tensors; i++) {
+        const struct efc_tensor *t = &m->tensors[i];
+        qp_total += qp_bytes(t->q);
+        if (t->flags & EFC_TENSOR_PARAM)
+            data_total = align_up(data_total, EFM_DATA_ALIGN) + efc_tensor_bytes(t);
+    }
+
+    kinds[n_sec++] = EFM_SEC_MODEL;
+    kinds[n_sec++] = EFM_SEC_TENSORS;
+    kinds[n_sec++] = EFM_SEC_NODES;
+    if (qp_total)
+        kinds[n_sec++] = EFM_SEC_QPARAMS;
+    kinds[n_sec++] = EFM_SEC_META;
+    kinds[n_sec++] = EFM_SEC_DATA;
+    sec_size[EFM_SEC_MODEL] = EFM_MODEL_BYTES;
+    sec_size[EFM_SEC_TENSORS] = EFM_ARRAY_HDR_BYTES + (uint64_t)m->n_tensors * EFM_TENSOR_BYTES;
+    sec_size[EFM_SEC_NODES] = EFM_ARRAY_HDR_BYTES + (uint64_t)m->n_nodes * EFM_NODE_BYTES;
+    sec_size[EFM_SEC_QPARAMS] = qp_total;
+    sec_size[EFM_SEC_META] = meta.n;
+    sec_size[EFM_SEC_DATA] = data_total;
+
+    off = EFM_HDR_BYTES + (uint64_t)n_sec * EFM_SEC_ENTRY_BYTES;
+    for (uint32_t s = 0; s < n_sec; s++) {
+        off = align_up(off, kinds[s] == EFM_SEC_DATA ? EFM_DATA_ALIGN : EFM_SEC_ALIGN);
+        sec_off[kinds[s]] = off;
+        off += sec_size[kinds[s]];
+    }
+    if (off > EFC_EFM_MAX_FILE_BYTES) {
+        st = efc_errf(EFC_EINVAL, "efm encode: model '%s' needs %llu bytes, limit %zu", m->name,
+                      (unsigned long long)off, EFC_EFM_MAX_FILE_BYTES);
+        goto fail;
+    }
+    if (!(buf = efc_calloc(1, (size_t)off))) {
+        st =
+            efc_errf(EFC_ENOMEM, "efm encode: out of memory (%llu bytes)", (unsigned long long)off);
+        goto fail;
+    }
+
+    /* header */
+    memcpy(buf, efm_magic, 8);
+    wr32(buf + 8, EFM_VERSION);
+    wr32(buf + 12, 0);
+    wr64(buf + 16, off);
+    wr32(buf + 24, n_sec);
+    for (uint32_t s = 0; s < n_sec; s++) {
+        p = buf + EFM_HDR_BYTES + s * EFM_SEC_ENTRY_BYTES;
+        wr32(p, kinds[s]);
+        wr64(p + 8, sec_off[kinds[s]]);
+        wr64(p + 16, sec_size[kinds[s]]);
+    }
+
+    /* model */
+    p = buf + sec_off[EFM_SEC_MODEL];
+    memcpy(p, m->name, EFC_NAME_MAX);
+    memcpy(p + 64, m->arch, EFC_NAME_MAX);
+    wri32(p + 128, m->input);
+    wri32(p + 132, m->output);
+    wri32(p + 136, m->norm.n);
+    for (int c = 0; c < EFC_NORM_MAX_CH; c++) {
+        wrf32(p + 140 + 4 * c, m->norm.scale[c]);
+        wrf32(p + 156 + 4 * c, m->norm.mean[c]);
+        wrf32(p + 172 + 4 * c, m->norm.std[c]);
+    }
+
+    /* tensors, qparams, data */
+    {
+        uint64_t qoff = 0, doff = sec_off[EFM_SEC_DATA];
+        uint8_t *qbase = buf + sec_off[EFM_SEC_QPARAMS];
+        p = buf + sec_off[EFM_SEC_TENSORS];
+        wr32(p, (uint32_t)m->n_tensors);
+        p += EFM_ARRAY_HDR_BYTES;
+        for (int32_t i = 0; i < m->n_tensors; i++, p += EFM_TENSOR_BYTES) {
+            const struct efc_tensor *t = &m->tensors[i];
+            memset(p, 0, EFC_NAME_MAX);
+            memcpy(p, t->name, strlen(t->name));
+            wr32(p + 64, (uint32_t)t->dtype);
+            wr32(p + 68, t->flags);
+            wri32(p + 72, t->ndim);
+            for (int32_t d = 0; d < t->ndim; d++)
+                wri32(p + 76 + 4 * d, t->dims[d]);
+            if (t->q) {
+                wri32(p + 92, t->q->n);
+                wri32(p + 96, t->q->n > 1 ? t->q->axis : 0);
+                wr64(p + 120, qoff);
+                for (int32_t j = 0; j < t->q->n; j++) {
+                    wrf32(qbase + qoff + 4 * (uint64_t)j, t->q->scale[j]);
+                    wri32(qbase + qoff + 4 * ((uint64_t)t->q->n + (uint64_t)j),
+                          t->q->zero_point[j]);
+                }
+                qoff += qp_bytes(t->q);
+            }
+            if (t->flags & EFC_TENSOR_PARAM) {
+                size_t nb = efc_tensor_bytes(t);
+                doff = align_up(doff, EFM_DATA_ALIGN);
+                wr64(p + 104, doff);
+                wr64(p + 112, nb);
+                memcpy(buf + doff, t->data, nb);
+                doff += nb;
+            }
+        }
+    }
+
+    /* nodes */
+    p = buf + sec_off[EFM_SEC_NODES];
+    wr32(p, (uint32_t)m->n_nodes);
+    p += EFM_ARRAY_HDR_BYTES;
+    for (int32_t i = 0; i < m->n_nodes; i++, p += EFM_NODE_BYTES) {
+        const struct efc_node *n = &m->nodes[i];
+        const struct efc_node_attrs *a = &n->a;
+        memset(p, 0, EFC_NAME_MAX);
+        memcpy(p, n->name, strlen(n->name));
+        wr32(p + 64, (uint32_t)n->op);
+        wri32(p + 68, n->n_inputs);
+        for (int32_t j = 0; j < EFC_NODE_MAX_INPUTS; j++)
+            wri32(p + 72 + 4 * j, j < n->n_inputs ? n->inputs[j] : -1);
+        wri32(p + 92, n->output);
+        wri32(p + 96, a->kernel[0]);
+        wri32(p + 100, a->kernel[1]);
+        wri32(p + 104, a->stride[0]);
+        wri32(p + 108, a->stride[1]);
+        for (int j = 0; j < 4; j++)
+            wri32(p + 112 + 4 * j, a->pad[j]);
+        wri32(p + 128, a->groups);
+        wri32(p + 132, a->count_include_pad);
+        wr32(p + 136, (uint32_t)a->act);
+        wrf32(p + 140, a->eps);
+        wrf32(p + 144, a->momentum);
+        wri32(p + 148, a->shape_ndim);
+        for (int j = 0; j < EFC_MAX_DIMS; j++)
+            wri32(p + 152 + 4 * j, a->shape[j]);
+    }
+
+    memcpy(buf + sec_off[EFM_SEC_META], meta.p, meta.n);
+    efc_free(meta.p);
+
+    efm_digest(buf, (size_t)off, buf + EFM_HDR_SHA_OFF);
+    *out = buf;
+    *out_len = (size_t)off;
+    return EFC_OK;
+fail:
+    efc_free(meta.p);
+    return st;
+}
+
+enum efc_status efc_efm_save(const struct efc_model *m, const char *path)
+{
+    void *buf;
+    size_t len;
+    enum efc_status st;
+
+    if (!path)
+        return efc_errf(EFC_EINVAL, "efm save: NULL path");
+    if ((st = efc_efm_encode(m, &buf, &len)))
+        return st;
+    st = efc_fs_write_atomic(path, buf, len);
+    efc_free(buf);
+    return st;
+}
+
+/* ---- decode ---- */
+
+struct sec {
+    uint64_t off, size;
+    int present;
+};
+
+struct dec {
+    const uint8_t *b;
+    size_t len;
+    const char *what;
+    struct sec s[EFM_SEC_KNOWN_MAX + 1];
+    struct efc_model *m;
+};
+
+#define DFAIL(d, sec, ...) dfail((d), (sec), __VA_ARGS__)
+
+static enum efc_status dfail(const struct dec *d, const char *sec, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static enum efc_status dfail(const struct dec *d, const char *sec, const char *fmt, ...)
+{
+    char msg[384];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return efc_errf(EFC_EPROTO, "%s: section '%s': %s", d->what, sec, msg);
+}
+
+static enum efc_status parse_header(struct dec *d)
+{
+    const uint8_t *b = d->b;
+    uint32_t n_sec, table_end;
+    uint8_t sum[EFC_SHA256_BYTES];
+
+    if (d->len < EFM_HDR_BYTES)
+        return DFAIL(d, "header", "truncated: %zu bytes, the header alone is %u", d->len,
+                     EFM_HDR_BYTES);
+    if (memcmp(b, efm_magic, 8) != 0)
+        return DFAIL(d, "header", "bad magic (not an .efm file)");
+    if (rd32(b + 8) != EFM_VERSION)
+        return efc_errf(EFC_EVERSION,
+                        "%s: section 'header': format version %u, this build "
+                        "reads version %u",
+                        d->what, rd32(b + 8), EFM_VERSION);
+    if (rd32(b + 12) != 0)
+        return efc_errf(EFC_EVERSION,
+                        "%s: section 'header': unknown flags 0x%x (written by a "
+                        "newer efc?)",
+                        d->what, rd32(b + 12));
+    if (rd64(b + 16) != d->len)
+        return DFAIL(d, "header", "file is %zu bytes, header says %llu (truncated or padded)",
+                     d->len, (unsigned long long)rd64(b + 16));
+    efm_digest(b, d->len, sum);
+    if (memcmp(sum, b + EFM_HDR_SHA_OFF, EFC_SHA256_BYTES) != 0)
+        return efc_errf(EFC_EHASH,
+                        "%s: section 'header': SHA-256 checksum mismatch (file "
+                        "corrupted)",
+                        d->what);
+    n_sec = rd32(b + 24);
+    if (rd32(b + 28) != 0)
+        return DFAIL(d, "header", "reserved field is %u, must be 0", rd32(b + 28));
+    if (n_sec < 1 || n_sec > EFM_MAX_SECTIONS)
+        return DFAIL(d, "header", "%u sections (1..%u allowed)", n_sec, EFM_MAX_SECTIONS);
+    table_end = EFM_HDR_BYTES + n_sec * EFM_SEC_ENTRY_BYTES;
+    if (table_end > d->len)
+        return DFAIL(d, "section table", "%u entries end at %u, beyond file size %zu", n_sec,
+                     table_end, d->len);
+
+    for (uint32_t i = 0; i < n_sec; i++) {
+        const uint8_t *e = b + EFM_HDR_BYTES + i * EFM_SEC_ENTRY_BYTES;
+        uint32_t kind = rd32(e);
+        uint64_t off = rd64(e + 8), size = rd64(e + 16);
+        const char *nm = sec_name(kind);
+
+        if (rd32(e + 4) != 0)
+            return DFAIL(d, "section table", "entry %u: reserved field not 0", i);
+        if (off < table_end)
+            return DFAIL(d, nm, "offset %llu overlaps the header and section table (%u bytes)",
+                         (unsigned long long)off, table_end);
+        if (off > d->len || size > d->len - off)
+            return DFAIL(d, nm, "offset %llu+%llu beyond file size %zu", (unsigned long long)off,
+                         (unsigned long long)size, d->len);
+        if (off % (kind == EFM_SEC_DATA ? EFM_DATA_ALIGN : EFM_SEC_ALIGN))
+            return DFAIL(d, nm, "offset %llu not aligned to %u", (unsigned long long)off,
+                         kind == EFM_SEC_DATA ? EFM_DATA_ALIGN : EFM_SEC_ALIGN);
+        for (uint32_t j = 0; j < i; j++) {
+            const uint8_t *o = b + EFM_HDR_BYTES + j * EFM_SEC_ENTRY_BYTES;
+            uint64_t ooff = rd64(o + 8), osize = rd64(o + 16);
+            if (rd32(o) == kind)
+                return DFAIL(d, nm, "appears twice in the section table");
+            if (size && osize && off < ooff + osize && ooff < off + size)
+                return DFAIL(d, nm, "overlaps section '%s'", sec_name(rd32(o)));
+        }
+        /* Unknown kinds are range-checked above and otherwise skipped: optional sections
+         * can be added without a version bump (docs/format.md). */
+        if (kind >= 1 && kind <= EFM_SEC_KNOWN_MAX) {
+            d->s[kind].off = off;
+            d->s[kind].size = size;
+            d->s[kind].present = 1;
+        }
+    }
+    for (uint32_t k = 1; k <= EFM_SEC_KNOWN_MAX; k++)
+        if (!d->s[k].present && k != EFM_SEC_QPARAMS)
+            return DFAIL(d, sec_name(k), "missing");
+    return EFC_OK;
+}
+
+static enum efc_status parse_model(struct dec *d)
+{
+    const uint8_t *p = d->b + d->s[EFM_SEC_MODEL].off;
+    struct efc_model *m = d->m;
+
+    if (d->s[EFM_SEC_MODEL].size != EFM_MODEL_BYTES)
+        return DFAIL(d, "model", "size %llu, expected %u",
+                     (unsigned long long)d->s[EFM_SEC_MODEL].size, EFM_MODEL_BYTES);
+    if (!memchr(p, '\0', EFC_NAME_MAX) || !memchr(p + 64, '\0', EFC_NAME_MAX))
+        return DFAIL(d, "model", "name or arch not NUL-terminated");
+    memcpy(m->name, p, EFC_NAME_MAX);
+    memcpy(m->arch, p + 64, EFC_NAME_MAX);
+    m->input = rdi32(p + 128);
+    m->output = rdi32(p + 132);
+    m->norm.n = rdi32(p + 136);
+    if (m->norm.n < 0 || m->norm.n > EFC_NORM_MAX_CH)
+        return DFAIL(d, "model", "input normalisation has %d channels (0..%d)", m->norm.n,
+                     EFC_NORM_MAX_CH);
+    for (int c = 0; c < EFC_NORM_MAX_CH; c++) {
+        m->norm.scale[c] = rdf32(p + 140 + 4 * c);
+        m->norm.mean[c] = rdf32(p + 156 + 4 * c);
+        m->norm.std[c] = rdf32(p + 172 + 4 * c);
+        if (c < m->norm.n && (!isfinite(m->norm.scale[c]) || !isfinite(m->norm.mean[c]) ||
+                              !isfinite(m->norm.std[c]) || !(m->norm.std[c] > 0.0f)))
+            return DFAIL(d, "model", "input normalisation channel %d: scale %g mean %g std %g", c,
+                         (double)m->norm.scale[c], (double)m->norm.mean[c], (double)m->norm.std[c]);
+    }
+    return EFC_OK;
+}
+
+/* Validates a count-prefixed array section; returns the count. */
+static enum efc_status parse_array_hdr(struct dec *d, uint32_t kind, uint32_t rec_bytes,
+                                       uint32_t max, uint32_t *count)
+{
+    const struct sec *s = &d->s[kind];
+    const uint8_t *p = d->b + s->off;
+    uint32_t n;
+
+    if (s->size < EFM_ARRAY_HDR_BYTES)
+        return DFAIL(d, sec_name(kind), "size %llu too small", (unsigned long long)s->size);
+    n = rd32(p);
+    if (n > max)
+        return DFAIL(d, sec_name(kind), "count %u exceeds the limit %u", n, max);
+    if (rd32(p + 4) != 0)
+        return DFAIL(d, sec_name(kind), "reserved field not 0");
+    if (s->size != EFM_ARRAY_HDR_BYTES + (uint64_t)n * rec_bytes)
+        return DFAIL(d, sec_name(kind), "size %llu does not hold %u records of %u bytes",
+                     (unsigned long long)s->size, n, rec_bytes);
+    *count = n;
+    return EFC_OK;
+}
+
+static enum efc_status parse_qparams(struct dec *d, const uint8_t *r, struct efc_tensor *t,
+                                     uint32_t i)
+{
+    int32_t n = rdi32(r + 92), axis = rdi32(r + 96);
+    uint64_t qoff = rd64(r + 120);
+    const struct sec *qs = &d->s[EFM_SEC_QPARAMS];
+    const uint8_t *q;
+    struct efc_qparams *qp;
+
+    if (n == 0) {
+        if (axis != 0 || qoff != 0)
+            return DFAIL(d, "tensors", "tensor %u '%s': qparams fields set without qparams", i,
+                         t->name);
+        return EFC_OK;
+    }
+    if (n < 0 || (n > 1 && (axis < 0 || axis >= t->ndim || t->dims[axis] != n)) ||
+        (n == 1 && axis != 0))
+        return DFAIL(d, "tensors",
+                     "tensor %u '%s': %d qparams along axis %d do not fit the "
+                     "shape",
+                     i, t->name, n, axis);
+    if (!qs->present || qoff % 4 || qoff > qs->size || (uint64_t)n * 8 > qs->size - qoff)
+        return DFAIL(d, "tensors",
+                     "tensor %u '%s': qparams offset %llu+%llu outside section "
+                     "'qparams' (%llu bytes)",
+                     i, t->name, (unsigned long long)qoff, (unsigned long long)n * 8,
+                     (unsigned long long)qs->size);
+    q = d->b + qs->off + qoff;
+    if (!(qp = efc_calloc(1, sizeof(*qp))))
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    t->q = qp;
+    qp->n = n;
+    qp->axis = axis;
+    qp->scale = efc_malloc((size_t)n * sizeof(float));
+    qp->zero_point = efc_malloc((size_t)n * sizeof(int32_t));
+    if (!qp->scale || !qp->zero_point)
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    for (int32_t j = 0; j < n; j++) {
+        float s = rdf32(q + 4 * (uint64_t)j);
+        int32_t z = rdi32(q + 4 * ((uint64_t)n + (uint64_t)j));
+        int bad_z = (t->dtype == EFC_DTYPE_I8 && (z < -128 || z > 127)) ||
+                    (t->dtype == EFC_DTYPE_U8 && (z < 0 || z > 255));
+        if (!isfinite(s) || !(s > 0.0f) || bad_z)
+            return DFAIL(d, "tensors",
+                         "tensor %u '%s': qparams %d: scale %g zero point %d out "
+                         "of range",
+                         i, t->name, j, (double)s, z);
+        qp->scale[j] = s;
+        qp->zero_point[j] = z;
+    }
+    return EFC_OK;
+}
+
+static enum efc_status parse_tensors(struct dec *d)
+{
+    struct efc_model *m = d->m;
+    const struct sec *ds = &d->s[EFM_SEC_DATA];
+    uint64_t data_end_prev = ds->off;
+    const uint8_t *r;
+    uint32_t n;
+    enum efc_status st;
+
+    if ((st = parse_array_hdr(d, EFM_SEC_TENSORS, EFM_TENSOR_BYTES, EFM_MAX_TENSORS, &n)))
+        return st;
+    /* efc_model_new leaves the arrays empty; the loader sizes them exactly. */
+    if (!(m->tensors = efc_calloc(n ? n : 1, sizeof(*m->tensors))))
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    m->cap_tensors = (int32_t)(n ? n : 1);
+    r = d->b + d->s[EFM_SEC_TENSORS].off + EFM_ARRAY_HDR_BYTES;
+    for (uint32_t i = 0; i < n; i++, r += EFM_TENSOR_BYTES) {
+        struct efc_tensor *t = &m->tensors[i];
+        uint32_t dt = rd32(r + 64), flags = rd32(r + 68);
+        int32_t ndim = rdi32(r + 72);
+        uint64_t doff = rd64(r + 104), dbytes = rd64(r + 112), numel = 1;
+
+        m->n_tensors = (int32_t)i + 1; /* so that efc_model_free sees what is filled in */
+        if (!memchr(r, '\0', EFC_NAME_MAX))
+            return DFAIL(d, "tensors", "tensor %u: name not NUL-terminated", i);
+        memcpy(t->name, r, EFC_NAME_MAX);
+        if (dt < EFC_DTYPE_F32 || dt > EFC_DTYPE_I32 || efc_dtype_size((enum efc_dtype)dt) == 0)
+            return DFAIL(d, "tensors", "tensor %u '%s': unknown dtype %u", i, t->name, dt);
+        t->dtype = (enum efc_dtype)dt;
+        if (flags & ~(EFC_TENSOR_PARAM | EFC_TENSOR_INPUT | EFC_TENSOR_OUTPUT))
+            return DFAIL(d, "tensors", "tensor %u '%s': unknown flags 0x%x", i, t->name, flags);
+        t->flags = flags;
+        if (ndim < 0 || ndim > EFC_MAX_DIMS || ((flags & EFC_TENSOR_PARAM) && ndim < 1))
+            return DFAIL(d, "tensors", "tensor %u '%s': rank %d", i, t->name, ndim);
+        t->ndim = ndim;
+        for (int32_t k = 0; k < EFC_MAX_DIMS; k++) {
+            int32_t v = rdi32(r + 76 + 4 * k);
+            if (k >= ndim) {
+                if (v != 0)
+                    return DFAIL(d, "tensors", "tensor %u '%s': unused dim %d is %d, must be 0", i,
+                                 t->name, k, v);
+                continue;
+            }
+            if (v < 1)
+                return DFAIL(d, "tensors", "tensor %u '%s': dim %d is %d", i, t->name, k, v);
+            numel *= (uint64_t)v; /* < 2^31 * 2^31: cannot overflow before the check */
+            if (numel > EFM_MAX_ELEMS)
+                return DFAIL(d, "tensors",
+                             "tensor %u '%s': absurd shape (more than %llu "
+                             "elements)",
+                             i, t->name, (unsigned long long)EFM_MAX_ELEMS);
+            t->dims[k] = v;
+        }
+        if (rd32(r + 100) != 0)
+            return DFAIL(d, "tensors", "tensor %u '%s': reserved field not 0", i, t->name);
+        if ((st = parse_qparams(d, r, t, i)))
+            return st;
+        if (!(flags & EFC_TENSOR_PARAM)) {
+            if (doff || dbytes)
+                return DFAIL(d, "tensors", "tensor %u '%s': activation with data", i, t->name);
+            continue;
+        }
+        if (dbytes != numel * efc_dtype_size(t->dtype))
+            return DFAIL(d, "tensors", "tensor %u '%s': data size %llu, shape needs %llu", i,
+                         t->name, (unsigned long long)dbytes,
+                         (unsigned long long)(numel * efc_dtype_size(t->dtype)));
+        if (doff > d->len || dbytes > d->len - doff)
+            return DFAIL(d, "tensors",
+                         "tensor %u '%s': data offset %llu+%llu beyond file size "
+                         "%zu",
+                         i, t->name, (unsigned long long)doff, (unsigned long long)dbytes, d->len);
+        if (doff < ds->off || doff + dbytes > ds->off + ds->size)
+            return DFAIL(d, "tensors",
+                         "tensor %u '%s': data offset %llu+%llu outside section "
+                         "'data' (%llu+%llu)",
+                         i, t->name, (unsigned long long)doff, (unsigned long long)dbytes,
+                         (unsigned long long)ds->off, (unsigned long long)ds->size);
+        if (doff % EFM_DATA_ALIGN)
+            return DFAIL(d, "tensors", "tensor %u '%s': data offset %llu not aligned to %u", i,
+                         t->name, (unsigned long long)doff, EFM_DATA_ALIGN);
+        if (doff < data_end_prev)
+            return DFAIL(d, "tensors",
+                         "tensor %u '%s': data offset %llu overlaps the previous "
+                         "tensor's data (ends at %llu)",
+                         i, t->name, (unsigned long long)doff, (unsigned long long)data_end_prev);
+        data_end_prev = doff + dbytes;
+        t->data = (void *)(d->b + doff); /* into the read-only mapping owned by the model */
+        t->owns_data = 0;
+    }
+    if (m->input < 0 || m->input >= m->n_tensors || m->output < 0 || m->output >= m->n_tensors)
+        return DFAIL(d, "model", "input/output tensor %d/%d out of range (%d tensors)", m->input,
+                     m->output, m->n_tensors);
+    return EFC_OK;
+}
+
+static enum efc_status parse_nodes(struct dec *d)
+{
+    struct efc_model *m = d->m;
+    const uint8_t *r;
+    uint32_t n;
+    enum efc_status st;
+
+    if ((st = parse_array_hdr(d, EFM_SEC_NODES, EFM_NODE_BYTES, EFM_MAX_NODES, &n)))
+        return st;
+    if (!(m->nodes = efc_calloc(n ? n : 1, sizeof(*m->nodes))))
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    m->cap_nodes = (int32_t)(n ? n : 1);
+    r = d->b + d->s[EFM_SEC_NODES].off + EFM_ARRAY_HDR_BYTES;
+    for (uint32_t i = 0; i < n; i++, r += EFM_NODE_BYTES) {
+        struct efc_node *nd = &m->nodes[i];
+        struct efc_node_attrs *a = &nd->a;
+        uint32_t op = rd32(r + 64), act = rd32(r + 136);
+
+        m->n_nodes = (int32_t)i + 1;
+        if (!memchr(r, '\0', EFC_NAME_MAX))
+            return DFAIL(d, "nodes", "node %u: name not NUL-terminated", i);
+        memcpy(nd->name, r, EFC_NAME_MAX);
+        if (op < 1 || op >= EFC_OP_COUNT)
+            return DFAIL(d, "nodes", "node %u '%s': unknown op %u", i, nd->name, op);
+        nd->op = (enum efc_op)op;
+        nd->n_inputs = rdi32(r + 68);
+        if (nd->n_inputs < 0 || nd->n_inputs > EFC_NODE_MAX_INPUTS)
+            return DFAIL(d, "nodes", "node %u '%s': %d inputs (0..%d)", i, nd->name, nd->n_inputs,
+                         EFC_NODE_MAX_INPUTS);
+        for (int32_t j = 0; j < EFC_NODE_MAX_INPUTS; j++) {
+            int32_t t = rdi32(r + 72 + 4 * j);
+            if (j >= nd->n_inputs ? t != -1 : (t < -1 || t >= m->n_tensors))
+                return DFAIL(d, "nodes", "node %u '%s': input %d is tensor %d (%d tensors)", i,
+                             nd->name, j, t, m->n_tensors);
+            nd->inputs[j] = t;
+        }
+        nd->output = rdi32(r + 92);
+        if (nd->output < 0 || nd->output >= m->n_tensors)
+            return DFAIL(d, "nodes", "node %u '%s': output is tensor %d (%d tensors)", i, nd->name,
+                         nd->output, m->n_tensors);
+        a->kernel[0] = rdi32(r + 96);
+        a->kernel[1] = rdi32(r + 100);
+        a->stride[0] = rdi32(r + 104);
+        a->stride[1] = rdi32(r + 108);
+        for (int j = 0; j < 4; j++)
+            a->pad[j] = rdi32(r + 112 + 4 * j);
+        a->groups = rdi32(r + 128);
+        a->count_include_pad = rdi32(r + 132);
+        if (act > EFC_ACT_RELU6)
+            return DFAIL(d, "nodes", "node %u '%s': unknown fused activation %u", i, nd->name, act);
+        a->act = (enum efc_act)act;
+        a->eps = rdf32(r + 140);
+        a->momentum = rdf32(r + 144);
+        a->shape_ndim = rdi32(r + 148);
+        for (int j = 0; j < EFC_MAX_DIMS; j++)
+            a->shape[j] = rdi32(r + 152 + 4 * j);
+        if (a->count_include_pad != 0 && a->count_include_pad != 1)
+            return DFAIL(d, "nodes", "node %u '%s': count_include_pad %d", i, nd->name,
+                         a->count_include_pad);
+        if (!isfinite(a->eps) || !isfinite(a->momentum))
+            return DFAIL(d, "nodes", "node %u '%s': eps/momentum not finite", i, nd->name);
+        if (a->shape_ndim < 0 || a->shape_ndim > EFC_MAX_DIMS)
+            return DFAIL(d, "nodes", "node %u '%s': reshape rank %d", i, nd->name, a->shape_ndim);
+    }
+    return EFC_OK;
+}
+
+static enum efc_status parse_meta(struct dec *d)
+{
+    const struct sec *s = &d->s[EFM_SEC_META];
+    const char *b = (const char *)d->b + s->off, *e = b + s->size, *p;
+    struct tbuf t = {0};
+
+    if (s->size > EFM_MAX_META_BYTES)
+        return DFAIL(d, "meta", "%llu bytes exceeds the limit %llu", (unsigned long long)s->size,
+                     (unsigned long long)EFM_MAX_META_BYTES);
+    if (memchr(b, '\0', s->size))
+        return DFAIL(d, "meta", "contains a NUL byte");
+    tb_puts(&t, "{");
+    p = json_object(json_ws(b, e), e, 0, copy_member, &t);
+    if (!p || json_ws(p, e) != e) {
+        efc_free(t.p);
+        return DFAIL(d, "meta", "not one JSON object");
+    }
+    tb_puts(&t, "}");
+    if (t.oom) {
+        efc_free(t.p);
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    }
+    if (t.n <= 2) { /* only name and arch: no free-form metadata */
+        efc_free(t.p);
+        return EFC_OK;
+    }
+    t.p[1] = '{'; /* copy_member put a comma before every member: drop the first */
+    d->m->meta_json = efc_strdup(t.p + 1);
+    efc_free(t.p);
+    if (!d->m->meta_json)
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    return EFC_OK;
+}
+
+/* Parses the mapping [map, map + len) and takes ownership of it: on success it belongs to
+ * *out, on failure it is unmapped. */
+static enum efc_status decode_mapped(void *map, size_t len, const char *what,
+                                     struct efc_model **out)
+{
+    struct dec d;
+    enum efc_status st;
+
+    memset(&d, 0, sizeof(d));
+    d.b = map;
+    d.len = len;
+    d.what = what;
+    if ((st = efc_model_new(&d.m))) {
+        munmap(map, len);
+        return st;
+    }
+    d.m->map = map;
+    d.m->map_bytes = len;
+    if ((st = parse_header(&d)) || (st = parse_model(&d)) || (st = parse_tensors(&d)) ||
+        (st = parse_nodes(&d)) || (st = parse_meta(&d)))
+        goto fail;
+    if ((st = efc_model_check(d.m))) {
+        char detail[512];
+        snprintf(detail, sizeof(detail), "%s", efc_err_detail());
+        st = efc_errf(st, "%s: graph: %s", what, detail);
+        goto fail;
+    }
+    *out = d.m;
+    return EFC_OK;
+fail:
+    efc_model_free(d.m);
+    return st;
+}
+
+enum efc_status efc_efm_decode(const void *buf, size_t len, const char *what,
+                               struct efc_model **out)
+{
+    void *map;
+
+    if (!out || (!buf && len))
+        return efc_errf(EFC_EINVAL, "efm decode: NULL argument");
+    *out = NULL;
+    if (!what)
+        what = "<buffer>";
+    if (len < EFM_HDR_BYTES)
+        return efc_errf(EFC_EPROTO,
+                        "%s: section 'header': truncated: %zu bytes, the header "
+                        "alone is %u",
+                        what, len, EFM_HDR_BYTES);
+    if (len > EFC_EFM_MAX_FILE_BYTES)
+        return efc_errf(EFC_EPROTO, "%s: %zu bytes exceeds the limit %zu", what, len,
+                        EFC_EFM_MAX_FILE_BYTES);
+    /* Copy into a private anonymous mapping: page-aligned (so the 64-byte data alignment
+     * holds in memory) and released by efc_model_free like a file mapping. */
+    map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
+        return efc_errf(EFC_ENOMEM, "%s: cannot map %zu bytes: %s", what, len, strerror(errno));
+    memcpy(map, buf, len);
+    return decode_mapped(map, len, what, out);
+}
+
+enum efc_status efc_efm_load(const char *path, struct efc_model **out)
+{
+    struct stat st;
+    void *map;
+    size_t len;
+    int fd;
+
+    if (!path || !out)
+        return efc_errf(EFC_EINVAL, "efm load: NULL argument");
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return efc_errf(errno == ENOENT ? EFC_ENOTFOUND : EFC_EIO, "%s: cannot open: %s", path,
+                        strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return efc_errf(EFC_EIO, "%s: not a regular file", path);
+    }
+    if ((unsigned long long)st.st_size > EFC_EFM_MAX_FILE_BYTES) {
+        close(fd);
+        return efc_errf(EFC_EPROTO, "%s: %lld bytes exceeds the limit %zu", path,
+                        (long long)st.st_size, EFC_EFM_MAX_FILE_BYTES);
+    }
+    len = (size_t)st.st_size;
+    if (len < EFM_HDR_BYTES) {
+        close(fd);
+        return efc_errf(EFC_EPROTO,
+                        "%s: section 'header': truncated: %zu bytes, the header "
+                        "alone is %u",
+                        path, len, EFM_HDR_BYTES);
+    }
+    /* Private copy-on-write mapping: weights are used in place, and a model that is trained
+     * or pruned after loading just dirties its own pages (the file is never written through
+     * it). Saving is atomic (rename), so a mapped file is never rewritten under us by efc. */
+    map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return efc_errf(EFC_EIO, "%s: mmap: %s", path, strerror(errno));
+    return decode_mapped(map, len, path, out);
+}

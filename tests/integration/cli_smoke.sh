@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# End-to-end check of the efc CLI: train (small), eval, inspect, bench, run, and the error
+# paths (corrupt / truncated / missing model, bad options, missing data). Usage: cli_smoke.sh BUILD_DIR
+set -uo pipefail
+build=${1:?build dir}
+efc="$build/cli/efc"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok()   { pass=$((pass + 1)); echo "ok   $*"; }
+bad()  { fail=$((fail + 1)); echo "FAIL $*"; }
+# expect CODE DESCRIPTION -- command...   (checks the exit code)
+expect() {
+    local code=$1 what=$2; shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    if [[ $rc -eq $code ]]; then ok "$what (exit $rc)"; else bad "$what: exit $rc, wanted $code"; cat "$tmp/err"; fi
+}
+json_num() { grep -oE "\"$2\":[-0-9.e]+" "$1" | head -1 | cut -d: -f2; }
+
+if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]]; then
+    echo "SKIP: dataset-fashion-mnist not installed"; exit 0
+fi
+
+expect 0 "train mlp on 3000 samples" -- "$efc" train --arch mlp --data fashion-mnist --epochs 2 --limit 3000 -q -o "$tmp/mlp.efm"
+expect 0 "eval --json" -- "$efc" eval "$tmp/mlp.efm" --data fashion-mnist --json
+cp "$tmp/out" "$tmp/eval.json"
+acc=$(json_num "$tmp/eval.json" accuracy); samples=$(json_num "$tmp/eval.json" samples)
+awk -v a="$acc" 'BEGIN{exit !(a > 0.70)}' && ok "accuracy $acc > 0.70 after 2 small epochs" || bad "accuracy $acc"
+[[ "$samples" == 10000 ]] && ok "eval on 10000 test samples" || bad "samples=$samples"
+
+expect 0 "inspect --json" -- "$efc" inspect "$tmp/mlp.efm" --json
+params=$(json_num "$tmp/out" params); macs=$(json_num "$tmp/out" macs)
+[[ "$params" == 266610 ]] && ok "mlp params 266610" || bad "params=$params"
+[[ "$macs" == 266200 ]] && ok "mlp MACs 266200" || bad "macs=$macs"
+for k in nonzero_params file_bytes; do grep -q "\"$k\":" "$tmp/out" && ok "inspect has $k" || bad "inspect lacks $k"; done
+
+expect 0 "bench --json batch 4" -- "$efc" bench "$tmp/mlp.efm" --batch 4 --runs 20 --json
+for k in p50_ms p99_ms peak_activation_bytes weight_bytes peak_rss_bytes; do
+    grep -q "\"$k\":" "$tmp/out" && ok "bench has $k" || bad "bench lacks $k"
+done
+[[ "$(json_num "$tmp/out" allocations_during_runs)" == 0 ]] && ok "no allocation during timed runs" || bad "allocations during runs"
+
+# run: raw uint8 input written as .npy by hand (header + 3 samples of 784 bytes)
+python3 - "$tmp/x.npy" <<'PY'
+import sys, struct
+hdr = "{'descr': '|u1', 'fortran_order': False, 'shape': (3, 1, 28, 28), }"
+hdr += ' ' * (64 - (10 + len(hdr) + 1) % 64) + '\n'
+with open(sys.argv[1], 'wb') as f:
+    f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(hdr)) + hdr.encode())
+    f.write(bytes((i * 7) % 256 for i in range(3 * 784)))
+PY
+expect 0 "run on a uint8 .npy" -- "$efc" run "$tmp/mlp.efm" --input "$tmp/x.npy" -o "$tmp/y.npy"
+[[ $(stat -c %s "$tmp/y.npy") -eq $((128 + 3 * 10 * 4)) ]] && ok "run wrote [3,10] float32" || bad "y.npy size $(stat -c %s "$tmp/y.npy")"
+
+# error paths: clear message, non-zero exit, no crash
+head -c 1000 "$tmp/mlp.efm" > "$tmp/trunc.efm"
+expect 1 "truncated model rejected" -- "$efc" eval "$tmp/trunc.efm" --data fashion-mnist
+grep -q "trunc.efm" "$tmp/err" && ok "error names the file" || bad "error does not name the file: $(cat "$tmp/err")"
+cp "$tmp/mlp.efm" "$tmp/flip.efm"
+printf '\xff' | dd of="$tmp/flip.efm" bs=1 seek=5000 conv=notrunc status=none
+expect 1 "corrupted model rejected" -- "$efc" inspect "$tmp/flip.efm"
+expect 1 "missing model" -- "$efc" bench "$tmp/nope.efm"
+expect 1 "missing data file" -- "$efc" eval "$tmp/mlp.efm" --data "$tmp/none.idx,$tmp/none2.idx"
+expect 2 "unknown option" -- "$efc" eval "$tmp/mlp.efm" --bogus
+expect 2 "missing -o" -- "$efc" train --arch mlp --data fashion-mnist
+expect 1 "unknown arch" -- "$efc" train --arch resnet --data fashion-mnist -o "$tmp/x.efm"
+expect 1 "bad --isa" -- "$efc" --isa sse9 inspect "$tmp/mlp.efm"
+expect 0 "--isa ref works" -- "$efc" --isa ref eval "$tmp/mlp.efm" --data fashion-mnist --json
+# FP32 sums round differently per OpenBLAS core: allow a few argmax flips in 10000
+d=$(( $(json_num "$tmp/out" correct) - $(json_num "$tmp/eval.json" correct) ))
+[[ ${d#-} -le 5 ]] && ok "ref path within 5 of the best path's correct count ($d)" || bad "ref path differs by $d"
+for c in train eval inspect bench run; do expect 0 "$c --help" -- "$efc" $c --help; done
+
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
