@@ -1,7 +1,7 @@
 /* cpu_features.h — what the CPU and the OS support, and the ISA levels efc dispatches on.
  *
  * x86: CPUID plus XGETBV (the OS must have enabled YMM / ZMM / AMX tile state, the check
- * ggml's FIXME lacks); AMX also needs the arch_prctl permission request (NOTES.md).
+ * ggml's CPU scoring skips); AMX also needs the arch_prctl permission request (NOTES.md).
  * aarch64: NEON is baseline. An ISA level can be capped (--isa / EFC_ISA) so one machine can
  * honestly act as a lower hardware class. Thread-safe: reads only.
  */

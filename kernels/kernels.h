@@ -1,4 +1,4 @@
-/* kernels.h — FP32 compute kernels (this issue) and the run-time dispatch table.
+/* kernels.h — FP32 compute kernels and the run-time dispatch table.
  *
  * Every kernel has a portable reference variant (kernels/ref/, suffix __ref) and may have
  * per-ISA variants (kernels/x86/avx2/, x86/avx512/, ..., compiled with that ISA's flags only).
@@ -70,7 +70,8 @@ void efc_k_softmax_f32(int32_t rows, int32_t cols, const float *x, float *y);
 typedef void (*efc_k_unary_f32_fn)(size_t n, const float *x, float *y);
 typedef void (*efc_k_add_f32_fn)(size_t n, const float *a, const float *b, float *y,
                                  enum efc_k_act act);
-/* y[i] += b[i % cols] then act, over rows x cols (bias epilogue). */
+/* y[i] += b[i % cols] then act, over rows x cols (bias epilogue); b must not be NULL (use
+ * relu/relu6 for an activation without bias). */
 typedef void (*efc_k_bias_act_f32_fn)(size_t rows, size_t cols, float *y, const float *b,
                                       enum efc_k_act act);
 
@@ -82,8 +83,7 @@ struct efc_kernel_table {
 };
 
 /* Fill the table once (later calls return the first result). cap = the ISA cap; the level
- * used is min(cap, efc_isa_best()). Reads EFC_ISA when called with cap < 0 semantics via
- * efc_kernels_init_env(). */
+ * used is min(cap, efc_isa_best()). */
 enum efc_status efc_kernels_init(enum efc_isa cap);
 /* Cap from the EFC_ISA environment variable if set, else the best level. */
 enum efc_status efc_kernels_init_env(void);
