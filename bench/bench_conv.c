@@ -6,7 +6,7 @@
  *              operands (no im2col, no epilogue): the floor a GEMM-based conv can reach.
  * Printed: ms per call (median of 7 reps after warm-up, each rep >= 20 ms of calls), GFLOP/s
  * of the conv, and the ratios baseline/efc and efc/sgemm. Calls efc_blas_setup() first, so
- * the OpenBLAS core is efc's (or the user's OPENBLAS_CORETYPE); prints core and ISA path.
+ * the OpenBLAS core is efc's choice (or EFC_BLAS_CORE); prints core and ISA path.
  *
  * Usage: bench_conv [--threads N] (default 1). EFC_ISA caps the kernels' ISA.
  */

@@ -18,6 +18,7 @@
 #include "common/efc_alloc.h"
 #include "kernels/blas.h"
 #include "kernels/kernels.h"
+#include "model/geom.h"
 
 /* Conv chunk: floats of im2col columns per chunk. 2 Mi floats (8 MiB) keeps col + dcol in
  * the 32 MiB L3 while giving sgemm an N of >= 2.6k columns for every built-in conv; measured
@@ -164,48 +165,6 @@ static float dot8(const float *x, const float *y, size_t n)
 /* ---------------------------------------------------------------------------------------- */
 /* geometry                                                                                  */
 
-static void conv_geom(const struct efc_tg *g, const struct efc_node *n, int32_t batch,
-                      struct efc_conv_geom *cg)
-{
-    const struct efc_tensor *x = &g->m->tensors[n->inputs[0]];
-    const struct efc_tensor *y = &g->m->tensors[n->output];
-    const struct efc_tensor *w = &g->m->tensors[n->inputs[1]];
-    cg->n = batch;
-    cg->c = x->dims[0];
-    cg->h = x->dims[1];
-    cg->w = x->dims[2];
-    cg->oc = y->dims[0];
-    cg->oh = y->dims[1];
-    cg->ow = y->dims[2];
-    cg->kh = w->dims[2];
-    cg->kw = w->dims[3];
-    cg->sh = n->a.stride[0];
-    cg->sw = n->a.stride[1];
-    cg->pt = n->a.pad[0];
-    cg->pl = n->a.pad[1];
-    cg->groups = n->a.groups > 0 ? n->a.groups : 1;
-}
-
-static void pool_geom(const struct efc_tg *g, const struct efc_node *n, int32_t batch,
-                      struct efc_pool_geom *pg)
-{
-    const struct efc_tensor *x = &g->m->tensors[n->inputs[0]];
-    const struct efc_tensor *y = &g->m->tensors[n->output];
-    pg->n = batch;
-    pg->c = x->dims[0];
-    pg->h = x->dims[1];
-    pg->w = x->dims[2];
-    pg->oh = y->dims[1];
-    pg->ow = y->dims[2];
-    pg->kh = n->a.kernel[0];
-    pg->kw = n->a.kernel[1];
-    pg->sh = n->a.stride[0];
-    pg->sw = n->a.stride[1];
-    pg->pt = n->a.pad[0];
-    pg->pl = n->a.pad[1];
-    pg->count_include_pad = n->a.count_include_pad;
-}
-
 /* Output index range [lo, hi) for which in = o * s - p + k lies in [0, size). */
 static void valid_range(int32_t out, int32_t s, int32_t p, int32_t k, int32_t size, int32_t *lo,
                         int32_t *hi)
@@ -229,18 +188,9 @@ static void dense_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     const struct tg_tensor *x = &g->t[n->inputs[0]];
     const struct tg_tensor *y = &g->t[n->output];
-    const float *w = g->t[n->inputs[1]].val;
-    int32_t in = (int32_t)x->numel, out = (int32_t)y->numel;
-    efc_k_sgemm(false, true, batch, out, in, 1.0f, x->val, in, w, in, 0.0f, y->val, out);
-    if (n->n_inputs > 2 && n->inputs[2] >= 0) {
-        const float *b = g->t[n->inputs[2]].val;
-        for (int32_t i = 0; i < batch; i++) {
-            float *yr = y->val + (size_t)i * out;
-            for (int32_t j = 0; j < out; j++)
-                yr[j] += b[j];
-        }
-    }
-    act_apply(y->val, (size_t)batch * out, node_act(n));
+    const float *b = n->n_inputs > 2 && n->inputs[2] >= 0 ? g->t[n->inputs[2]].val : NULL;
+    efc_k_dense_f32(batch, (int32_t)x->numel, (int32_t)y->numel, x->val, g->t[n->inputs[1]].val,
+                    b, y->val, node_act(n));
 }
 
 static void dense_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
@@ -277,46 +227,20 @@ static void dense_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 /* ---------------------------------------------------------------------------------------- */
 /* Conv2d, im2col path (groups with more than one input channel per group)                   */
 
-static void conv_fwd_gemm(struct efc_tg *g, const struct efc_node *n, int32_t batch)
+/* Forward of every conv (im2col, depthwise or grouped) is the inference kernel's. */
+static void conv_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     struct efc_conv_geom cg;
-    conv_geom(g, n, batch, &cg);
-    const float *x = g->t[n->inputs[0]].val;
-    const float *w = g->t[n->inputs[1]].val;
+    efc_node_conv_geom(g->m, n, batch, &cg);
     const float *b = (n->n_inputs > 2 && n->inputs[2] >= 0) ? g->t[n->inputs[2]].val : NULL;
-    float *y = g->t[n->output].val;
-    int32_t cpg = cg.c / cg.groups, ocg = cg.oc / cg.groups;
-    int32_t K = cpg * cg.kh * cg.kw;
-    int32_t P = cg.oh * cg.ow;
-    int32_t chunk = g->nd[n - g->m->nodes].chunk;
-    float *col = g->scratch;
-    float *yt = col + (size_t)K * chunk * P;
-    for (int32_t i0 = 0; i0 < batch; i0 += chunk) {
-        int32_t nc = batch - i0 < chunk ? batch - i0 : chunk;
-        int32_t np = nc * P;
-        for (int32_t grp = 0; grp < cg.groups; grp++) {
-            efc_k_im2col_f32(&cg, x, i0, nc, grp, col);
-            efc_k_sgemm(false, false, ocg, np, K, 1.0f, w + (size_t)grp * ocg * K, K, col, np,
-                        0.0f, yt, np);
-            for (int32_t o = 0; o < ocg; o++) {
-                int32_t oc = grp * ocg + o;
-                float bias = b ? b[oc] : 0.0f;
-                for (int32_t i = 0; i < nc; i++) {
-                    const float *src = yt + (size_t)o * np + (size_t)i * P;
-                    float *dst = y + ((size_t)(i0 + i) * cg.oc + oc) * P;
-                    for (int32_t p = 0; p < P; p++)
-                        dst[p] = src[p] + bias;
-                }
-            }
-        }
-    }
-    act_apply(y, (size_t)batch * cg.oc * P, node_act(n));
+    efc_k_conv2d_f32(&cg, g->t[n->inputs[0]].val, g->t[n->inputs[1]].val, b,
+                     g->t[n->output].val, g->scratch, node_act(n));
 }
 
 static void conv_bwd_gemm(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     struct efc_conv_geom cg;
-    conv_geom(g, n, batch, &cg);
+    efc_node_conv_geom(g->m, n, batch, &cg);
     int32_t ix = n->inputs[0], iw = n->inputs[1];
     int32_t ib = n->n_inputs > 2 ? n->inputs[2] : -1;
     const float *x = g->t[ix].val;
@@ -373,53 +297,11 @@ static void conv_bwd_gemm(struct efc_tg *g, const struct efc_node *n, int32_t ba
 /* ---------------------------------------------------------------------------------------- */
 /* Conv2d, depthwise (one input channel per group): direct loops                            */
 
-static void conv_fwd_dw(struct efc_tg *g, const struct efc_node *n, int32_t batch)
-{
-    struct efc_conv_geom cg;
-    conv_geom(g, n, batch, &cg);
-    const float *x = g->t[n->inputs[0]].val;
-    const float *w = g->t[n->inputs[1]].val;
-    const float *b = (n->n_inputs > 2 && n->inputs[2] >= 0) ? g->t[n->inputs[2]].val : NULL;
-    float *y = g->t[n->output].val;
-    int32_t ocg = cg.oc / cg.groups, P = cg.oh * cg.ow, HW = cg.h * cg.w;
-    for (int32_t i = 0; i < batch; i++) {
-        for (int32_t oc = 0; oc < cg.oc; oc++) {
-            const float *xp = x + ((size_t)i * cg.c + oc / ocg) * HW;
-            const float *wk = w + (size_t)oc * cg.kh * cg.kw;
-            float *yp = y + ((size_t)i * cg.oc + oc) * P;
-            float bias = b ? b[oc] : 0.0f;
-            for (int32_t p = 0; p < P; p++)
-                yp[p] = bias;
-            for (int32_t ky = 0; ky < cg.kh; ky++) {
-                int32_t oy0, oy1;
-                valid_range(cg.oh, cg.sh, cg.pt, ky, cg.h, &oy0, &oy1);
-                for (int32_t kx = 0; kx < cg.kw; kx++) {
-                    int32_t ox0, ox1;
-                    valid_range(cg.ow, cg.sw, cg.pl, kx, cg.w, &ox0, &ox1);
-                    float wv = wk[ky * cg.kw + kx];
-                    for (int32_t oy = oy0; oy < oy1; oy++) {
-                        const float *xr = xp + (size_t)(oy * cg.sh - cg.pt + ky) * cg.w +
-                                          (kx - cg.pl);
-                        float *yr = yp + (size_t)oy * cg.ow;
-                        if (cg.sw == 1) {
-                            for (int32_t ox = ox0; ox < ox1; ox++)
-                                yr[ox] += wv * xr[ox];
-                        } else {
-                            for (int32_t ox = ox0; ox < ox1; ox++)
-                                yr[ox] += wv * xr[ox * cg.sw];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    act_apply(y, (size_t)batch * cg.oc * P, node_act(n));
-}
 
 static void conv_bwd_dw(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     struct efc_conv_geom cg;
-    conv_geom(g, n, batch, &cg);
+    efc_node_conv_geom(g->m, n, batch, &cg);
     int32_t ix = n->inputs[0], iw = n->inputs[1];
     int32_t ib = n->n_inputs > 2 ? n->inputs[2] : -1;
     const float *x = g->t[ix].val;
@@ -482,10 +364,11 @@ static void conv_bwd_dw(struct efc_tg *g, const struct efc_node *n, int32_t batc
 static void relu_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch, bool six)
 {
     const struct tg_tensor *x = &g->t[n->inputs[0]];
-    float *y = g->t[n->output].val;
     size_t cnt = (size_t)batch * x->numel;
-    memcpy(y, x->val, cnt * sizeof(float));
-    act_apply(y, cnt, six ? EFC_K_ACT_RELU6 : EFC_K_ACT_RELU);
+    if (six)
+        efc_kernels()->relu6_f32(cnt, x->val, g->t[n->output].val);
+    else
+        efc_kernels()->relu_f32(cnt, x->val, g->t[n->output].val);
 }
 
 static void relu_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch, bool six)
@@ -526,12 +409,9 @@ static void copy_grad(struct efc_tg *g, int32_t t, const float *src, size_t cnt)
 
 static void add_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
-    const float *a = g->t[n->inputs[0]].val, *b = g->t[n->inputs[1]].val;
-    float *y = g->t[n->output].val;
     size_t cnt = (size_t)batch * g->t[n->output].numel;
-    for (size_t i = 0; i < cnt; i++)
-        y[i] = a[i] + b[i];
-    act_apply(y, cnt, node_act(n));
+    efc_kernels()->add_f32(cnt, g->t[n->inputs[0]].val, g->t[n->inputs[1]].val,
+                           g->t[n->output].val, node_act(n));
 }
 
 static void add_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
@@ -544,24 +424,6 @@ static void add_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
             copy_grad(g, n->inputs[k], y->grad, cnt);
 }
 
-static void softmax_rows(const float *x, float *y, int32_t rows, int32_t cols)
-{
-    for (int32_t r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * cols;
-        float *yr = y + (size_t)r * cols;
-        float mx = xr[0];
-        for (int32_t j = 1; j < cols; j++)
-            mx = xr[j] > mx ? xr[j] : mx;
-        double s = 0.0;
-        for (int32_t j = 0; j < cols; j++) {
-            yr[j] = expf(xr[j] - mx);
-            s += yr[j];
-        }
-        float inv = (float)(1.0 / s);
-        for (int32_t j = 0; j < cols; j++)
-            yr[j] *= inv;
-    }
-}
 
 static void softmax_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
@@ -591,7 +453,7 @@ static void softmax_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batc
 static void maxpool_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     struct efc_pool_geom pg;
-    pool_geom(g, n, batch, &pg);
+    efc_node_pool_geom(g->m, n, batch, &pg);
     const float *x = g->t[n->inputs[0]].val;
     float *y = g->t[n->output].val;
     int32_t *am = g->nd[n - g->m->nodes].argmax;
@@ -669,7 +531,7 @@ static void maxpool_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batc
     if (!wants_grad(g, ix))
         return;
     struct efc_pool_geom pg;
-    pool_geom(g, n, batch, &pg);
+    efc_node_pool_geom(g->m, n, batch, &pg);
     const float *dy = g->t[n->output].grad;
     const int32_t *am = g->nd[n - g->m->nodes].argmax;
     float *dx = grad_zeroed(g, ix, (size_t)batch * g->t[ix].numel);
@@ -705,31 +567,8 @@ static float avg_div(const struct efc_pool_geom *pg, int32_t oy, int32_t ox)
 static void avgpool_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     struct efc_pool_geom pg;
-    pool_geom(g, n, batch, &pg);
-    const float *x = g->t[n->inputs[0]].val;
-    float *y = g->t[n->output].val;
-    size_t planes = (size_t)batch * pg.c;
-    int32_t HW = pg.h * pg.w, P = pg.oh * pg.ow;
-    for (size_t pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * HW;
-        float *yp = y + pl * P;
-        for (int32_t oy = 0; oy < pg.oh; oy++) {
-            for (int32_t ox = 0; ox < pg.ow; ox++) {
-                float s = 0.0f;
-                for (int32_t ky = 0; ky < pg.kh; ky++) {
-                    int32_t iy = oy * pg.sh - pg.pt + ky;
-                    if (iy < 0 || iy >= pg.h)
-                        continue;
-                    for (int32_t kx = 0; kx < pg.kw; kx++) {
-                        int32_t ix = ox * pg.sw - pg.pl + kx;
-                        if (ix >= 0 && ix < pg.w)
-                            s += xp[iy * pg.w + ix];
-                    }
-                }
-                yp[oy * pg.ow + ox] = s / avg_div(&pg, oy, ox);
-            }
-        }
-    }
+    efc_node_pool_geom(g->m, n, batch, &pg);
+    efc_k_avgpool2d_f32(&pg, g->t[n->inputs[0]].val, g->t[n->output].val);
 }
 
 static void avgpool_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
@@ -738,7 +577,7 @@ static void avgpool_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batc
     if (!wants_grad(g, ix0))
         return;
     struct efc_pool_geom pg;
-    pool_geom(g, n, batch, &pg);
+    efc_node_pool_geom(g->m, n, batch, &pg);
     const float *dy = g->t[n->output].grad;
     float *dx = grad_zeroed(g, ix0, (size_t)batch * g->t[ix0].numel);
     size_t planes = (size_t)batch * pg.c;
@@ -767,12 +606,9 @@ static void avgpool_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batc
 static void gap_fwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
 {
     const struct efc_tensor *xt = &g->m->tensors[n->inputs[0]];
-    const float *x = g->t[n->inputs[0]].val;
-    float *y = g->t[n->output].val;
     int32_t c = xt->dims[0];
-    size_t hw = g->t[n->inputs[0]].numel / (size_t)c;
-    for (size_t pl = 0; pl < (size_t)batch * c; pl++)
-        y[pl] = sum8(x + pl * hw, hw) / (float)hw;
+    efc_k_gavgpool_f32(batch, c, (int32_t)(g->t[n->inputs[0]].numel / (size_t)c),
+                       g->t[n->inputs[0]].val, g->t[n->output].val);
 }
 
 static void gap_bwd(struct efc_tg *g, const struct efc_node *n, int32_t batch)
@@ -1095,9 +931,11 @@ enum efc_status efc_tg_new(struct efc_model *m, int32_t max_batch, bool input_gr
             }
         } else if (n->op == EFC_OP_CONV2D) {
             struct efc_conv_geom cg;
-            conv_geom(g, n, max_batch, &cg);
+            efc_node_conv_geom(g->m, n, max_batch, &cg);
             int32_t cpg = cg.c / cg.groups, ocg = cg.oc / cg.groups;
             nd->depthwise = cg.groups > 1 && cpg == 1;
+            if (efc_k_conv2d_f32_scratch(&cg) > scratch) /* the forward kernel's */
+                scratch = efc_k_conv2d_f32_scratch(&cg);
             if (nd->depthwise)
                 continue;
             size_t K = (size_t)cpg * cg.kh * cg.kw, P = (size_t)cg.oh * cg.ow;
@@ -1193,10 +1031,7 @@ void efc_tg_forward(struct efc_tg *g, int32_t batch, bool training)
             dense_fwd(g, n, batch);
             break;
         case EFC_OP_CONV2D:
-            if (g->nd[j].depthwise)
-                conv_fwd_dw(g, n, batch);
-            else
-                conv_fwd_gemm(g, n, batch);
+            conv_fwd(g, n, batch);
             break;
         case EFC_OP_RELU:
             relu_fwd(g, n, batch, false);
@@ -1223,8 +1058,8 @@ void efc_tg_forward(struct efc_tg *g, int32_t batch, bool training)
             bn_fwd(g, n, batch, training);
             break;
         case EFC_OP_SOFTMAX:
-            softmax_rows(g->t[n->inputs[0]].val, g->t[n->output].val, batch,
-                         (int32_t)g->t[n->output].numel);
+            efc_k_softmax_f32(batch, (int32_t)g->t[n->output].numel, g->t[n->inputs[0]].val,
+                              g->t[n->output].val);
             break;
         default:
             break;
@@ -1236,7 +1071,7 @@ float efc_tg_loss(struct efc_tg *g, int32_t batch, const int32_t *labels, int32_
 {
     int32_t C = g->n_classes;
     const float *z = g->t[g->logits].val;
-    softmax_rows(z, g->probs, batch, C);
+    efc_k_softmax_f32(batch, C, z, g->probs);
     float *dz = g->t[g->logits].grad;
     double loss = 0.0;
     int32_t hits = 0;

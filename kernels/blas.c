@@ -68,17 +68,17 @@ void efc_blas_setup(int argc, char **argv, enum efc_isa cap)
     const char *force = getenv(ENV_FORCE);
     const struct efc_cpu_features *f = efc_cpu_features();
     enum efc_isa isa = efc_isa_cap(efc_isa_best(), cap);
-    const char *why;
 
     if (force != NULL && force[0] != '\0')
         wanted = force;
     const char *first = getenv(ENV_REEXEC);
     if (first != NULL) {
-        /* We are the re-executed process. */
+        /* We are the re-executed process: the one line about the switch is ours. */
         if (strcasecmp(core, wanted) == 0)
-            efc_log(EFC_LOG_INFO, "blas", "OpenBLAS core %s (was %s; %s)", core, first,
+            efc_log(EFC_LOG_INFO, "blas", "OpenBLAS core %s for %s at isa %s (was %s; %s)", core,
+                    f->brand, efc_isa_name(isa), first,
                     force != NULL && force[0] ? "forced by EFC_BLAS_CORE"
-                                              : "efc selected the best core for this CPU");
+                                              : "set EFC_BLAS_CORE to force a core");
         else
             efc_log(EFC_LOG_WARN, "blas",
                     "OpenBLAS core %s after re-exec with OPENBLAS_CORETYPE=%s (was %s); "
@@ -96,20 +96,15 @@ void efc_blas_setup(int argc, char **argv, enum efc_isa cap)
                 wanted);
         return;
     }
-    if (getenv(ENV_CORETYPE) != NULL)
-        why = "OPENBLAS_CORETYPE from the environment";
-    else
-        why = "the library's own choice";
-    efc_log(EFC_LOG_INFO, "blas",
-            "OpenBLAS core %s (%s) is not the one for %s at isa %s: re-running with %s "
-            "(set EFC_BLAS_CORE to force a core)", core, why, f->brand, efc_isa_name(isa),
-            wanted);
-    /* `core` points into the library; copy it before touching the environment. */
-    char first_core[64];
-    snprintf(first_core, sizeof(first_core), "%s", core);
+    /* `core` points into the library: copy it, with why it ran, before touching the
+     * environment; the re-executed process logs it. */
+    char first_core[128];
+    snprintf(first_core, sizeof(first_core), "%s, %s", core,
+             getenv(ENV_CORETYPE) != NULL ? "inherited from OPENBLAS_CORETYPE"
+                                          : "the library's own choice");
     if (setenv(ENV_CORETYPE, wanted, 1) != 0 || setenv(ENV_REEXEC, first_core, 1) != 0) {
         efc_log(EFC_LOG_WARN, "blas", "setenv failed (%s); staying on OpenBLAS core %s",
-                strerror(errno), first_core);
+                strerror(errno), core);
         unsetenv(ENV_REEXEC);
         return;
     }

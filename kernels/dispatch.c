@@ -82,9 +82,9 @@ static void fill(enum efc_isa level, enum efc_isa cap)
     LOG_OP(add_f32);
     LOG_OP(bias_act_f32);
 #undef LOG_OP
-    efc_log(EFC_LOG_INFO, "kernels", "isa=%s (cpu best %s, cap %s, level %s)",
-            efc_isa_name(top), efc_isa_name(efc_isa_best()), efc_isa_name(cap),
-            efc_isa_name(level));
+    efc_log(EFC_LOG_INFO, "kernels",
+            "isa %s (cpu best %s, cap %s); best variant in the table: %s", efc_isa_name(level), efc_isa_name(efc_isa_best()), efc_isa_name(cap),
+            efc_isa_name(top));
 }
 
 enum efc_status efc_kernels_init(enum efc_isa cap)

@@ -15,6 +15,7 @@
 
 #include "common/efc_alloc.h"
 #include "kernels/kernels.h"
+#include "model/geom.h"
 
 #define ALIGN 64
 
@@ -235,47 +236,6 @@ out:
     return st;
 }
 
-static void conv_geom(const struct efc_exec *e, const struct efc_node *n, int32_t batch,
-                      struct efc_conv_geom *g)
-{
-    const struct efc_tensor *x = &e->m->tensors[n->inputs[0]];
-    const struct efc_tensor *y = &e->m->tensors[n->output];
-    g->n = batch;
-    g->c = x->dims[0];
-    g->h = x->dims[1];
-    g->w = x->dims[2];
-    g->oc = y->dims[0];
-    g->oh = y->dims[1];
-    g->ow = y->dims[2];
-    g->kh = n->a.kernel[0];
-    g->kw = n->a.kernel[1];
-    g->sh = n->a.stride[0];
-    g->sw = n->a.stride[1];
-    g->pt = n->a.pad[0];
-    g->pl = n->a.pad[1];
-    g->groups = n->a.groups;
-}
-
-static void pool_geom(const struct efc_exec *e, const struct efc_node *n, int32_t batch,
-                      struct efc_pool_geom *g)
-{
-    const struct efc_tensor *x = &e->m->tensors[n->inputs[0]];
-    const struct efc_tensor *y = &e->m->tensors[n->output];
-    g->n = batch;
-    g->c = x->dims[0];
-    g->h = x->dims[1];
-    g->w = x->dims[2];
-    g->oh = y->dims[1];
-    g->ow = y->dims[2];
-    g->kh = n->a.kernel[0];
-    g->kw = n->a.kernel[1];
-    g->sh = n->a.stride[0];
-    g->sw = n->a.stride[1];
-    g->pt = n->a.pad[0];
-    g->pl = n->a.pad[1];
-    g->count_include_pad = n->a.count_include_pad;
-}
-
 enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_opts *o,
                              struct efc_exec **out)
 {
@@ -310,7 +270,7 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
         if (n->op == EFC_OP_CONV2D) {
             struct efc_conv_geom g;
             size_t sb;
-            conv_geom(e, n, e->max_batch, &g);
+            efc_node_conv_geom(e->m, n, e->max_batch, &g);
             sb = efc_k_conv2d_f32_scratch(&g) * sizeof(float);
             if (sb > e->scratch_bytes)
                 e->scratch_bytes = align_up(sb);
@@ -402,7 +362,7 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
         switch (n->op) {
         case EFC_OP_CONV2D: {
             struct efc_conv_geom g;
-            conv_geom(e, n, batch, &g);
+            efc_node_conv_geom(e->m, n, batch, &g);
             efc_k_conv2d_f32(&g, x, param_data(e, n->inputs[1]),
                              n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL, y, e->scratch,
                              act);
@@ -423,7 +383,7 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
         case EFC_OP_MAXPOOL:
         case EFC_OP_AVGPOOL: {
             struct efc_pool_geom g;
-            pool_geom(e, n, batch, &g);
+            efc_node_pool_geom(e->m, n, batch, &g);
             if (n->op == EFC_OP_MAXPOOL)
                 efc_k_maxpool2d_f32(&g, x, y);
             else

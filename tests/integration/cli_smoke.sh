@@ -40,15 +40,11 @@ for k in p50_ms p99_ms peak_activation_bytes weight_bytes peak_rss_bytes; do
 done
 [[ "$(json_num "$tmp/out" allocations_during_runs)" == 0 ]] && ok "no allocation during timed runs" || bad "allocations during runs"
 
-# run: raw uint8 input written as .npy by hand (header + 3 samples of 784 bytes)
-python3 - "$tmp/x.npy" <<'PY'
-import sys, struct
-hdr = "{'descr': '|u1', 'fortran_order': False, 'shape': (3, 1, 28, 28), }"
-hdr += ' ' * (64 - (10 + len(hdr) + 1) % 64) + '\n'
-with open(sys.argv[1], 'wb') as f:
-    f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(hdr)) + hdr.encode())
-    f.write(bytes((i * 7) % 256 for i in range(3 * 784)))
-PY
+# run: raw uint8 input written as .npy by hand (v1.0 header padded to 64 bytes, 3 samples)
+hdr="{'descr': '|u1', 'fortran_order': False, 'shape': (3, 1, 28, 28), }"
+pad=$(( 64 - (10 + ${#hdr} + 1) % 64 ))
+{ printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $(( (${#hdr} + pad + 1) % 256 )))\\x$(printf %02x $(( (${#hdr} + pad + 1) / 256 )))"
+  printf '%s%*s\n' "$hdr" "$pad" ''; head -c $((3 * 784)) /dev/zero; } > "$tmp/x.npy"
 expect 0 "run on a uint8 .npy" -- "$efc" run "$tmp/mlp.efm" --input "$tmp/x.npy" -o "$tmp/y.npy"
 [[ $(stat -c %s "$tmp/y.npy") -eq $((128 + 3 * 10 * 4)) ]] && ok "run wrote [3,10] float32" || bad "y.npy size $(stat -c %s "$tmp/y.npy")"
 
