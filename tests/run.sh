@@ -9,6 +9,15 @@ cd "$(dirname "$0")/.."
 root=$PWD
 jobs=${EFC_JOBS:-$(nproc)}
 
+# build DIR [cmake options...]: configure and build; on failure show the end of the log.
+build() {
+    local dir=$1; shift
+    mkdir -p "$dir"
+    if ! { cmake -S . -B "$dir" "$@" && cmake --build "$dir" -j"$jobs"; } > "$dir/build.log" 2>&1; then
+        tail -60 "$dir/build.log"; echo "build failed ($dir/build.log)"; exit 1
+    fi
+}
+
 ./deploy/install-deps.sh --test
 
 echo "== banned functions (STYLE.md 2.10)"
@@ -22,17 +31,13 @@ if grep -nE '\b(malloc|calloc|realloc|free)\s*\(' --include='*.c' -r common kern
 fi
 
 echo "== build (default, -Werror)"
-cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFC_WERROR=ON >/dev/null
-cmake --build build/ci -j"$jobs" 2>&1 | grep -vE '^\[ *[0-9]+%\]|^gmake|Consolidate|^--' || true
-cmake --build build/ci -j"$jobs" >/dev/null
+build build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFC_WERROR=ON
 echo "== ctest (all tests)"
 (cd build/ci && ctest --output-on-failure -j"$jobs")
 
 if [[ "${EFC_SKIP_ASAN:-0}" != 1 ]]; then
     echo "== build (ASan + UBSan)"
-    cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DEFC_WERROR=ON \
-          -DEFC_SANITIZE=address,undefined >/dev/null
-    cmake --build build/asan -j"$jobs" >/dev/null
+    build build/asan -DCMAKE_BUILD_TYPE=Debug -DEFC_WERROR=ON -DEFC_SANITIZE=address,undefined
     echo "== ctest (unit tests under ASan + UBSan)"
     (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -L unit -j"$jobs")
@@ -40,8 +45,7 @@ fi
 
 if [[ "${EFC_SKIP_FUZZ:-0}" != 1 ]] && command -v clang >/dev/null; then
     echo "== fuzz targets (libFuzzer, ${EFC_FUZZ_RUNS:-5000} runs each)"
-    cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DEFC_FUZZ=ON >/dev/null
-    cmake --build build/fuzz -j"$jobs" >/dev/null
+    build build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DEFC_FUZZ=ON
     for f in tests/fuzz/fuzz_*.c; do
         t=$(basename "$f" .c); c=${t#fuzz_}
         work=$(mktemp -d)
