@@ -1,6 +1,8 @@
-/* efc inspect — layers, shapes, parameters, non-zeros, bytes and MACs per image. */
+/* efc inspect — layers, shapes, parameters, non-zeros, bytes (dense and as stored), weight
+ * layout and MACs per image. */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
@@ -21,25 +23,45 @@ static void shape_str(const struct efc_tensor *t, char *buf, size_t n)
         off += (size_t)snprintf(buf + off, n - off, "%s%d", i ? "x" : "", t->dims[i]);
 }
 
-/* Parameters of one node: elements, non-zeros, bytes. */
-static void node_params(const struct efc_model *m, const struct efc_node *nd, uint64_t *p,
-                        uint64_t *nz, uint64_t *b)
+/* Parameters of one node. */
+struct layer_params {
+    uint64_t params, nonzero, bytes, storage_bytes;
+    int sparse; /* some parameter is stored sparse */
+};
+
+static void node_params(const struct efc_model *m, const struct efc_node *nd,
+                        struct layer_params *lp)
 {
-    *p = *nz = *b = 0;
+    memset(lp, 0, sizeof(*lp));
     for (int32_t j = 1; j < nd->n_inputs; j++) {
         const struct efc_tensor *t;
+        size_t n;
         int32_t ti = nd->inputs[j];
         if (ti < 0 || !(m->tensors[ti].flags & EFC_TENSOR_PARAM))
             continue;
         t = &m->tensors[ti];
-        *p += efc_tensor_numel(t);
-        *b += efc_tensor_bytes(t);
+        lp->params += efc_tensor_numel(t);
+        lp->bytes += efc_tensor_bytes(t);
+        lp->storage_bytes += efc_tensor_storage_bytes(t);
+        lp->sparse |= t->sparse != NULL;
+        /* the stored values: all elements dense, the nnz entries sparse (the rest are 0) */
+        n = t->sparse ? (size_t)t->sparse->nnz : efc_tensor_numel(t);
         if (t->dtype == EFC_DTYPE_F32) {
             const float *f = t->data;
-            for (size_t k = 0; k < efc_tensor_numel(t); k++)
-                *nz += f[k] != 0.0f;
+            for (size_t k = 0; k < n; k++)
+                lp->nonzero += f[k] != 0.0f;
         }
     }
+}
+
+/* Dense bytes of all parameters (what the FP32 executor holds). */
+static uint64_t dense_param_bytes(const struct efc_model *m)
+{
+    uint64_t b = 0;
+    for (int32_t i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].flags & EFC_TENSOR_PARAM)
+            b += efc_tensor_bytes(&m->tensors[i]);
+    return b;
 }
 
 int cmd_inspect(int argc, char **argv)
@@ -50,7 +72,7 @@ int cmd_inspect(int argc, char **argv)
     struct efc_exec *e = NULL;
     struct efc_exec_opts eo = {.max_batch = 1};
     struct stat sb;
-    uint64_t params, nonzero, pbytes, macs;
+    uint64_t params, nonzero, pbytes, sbytes, macs;
     int json = 0, c;
     enum efc_status st;
     const char *path;
@@ -72,7 +94,8 @@ int cmd_inspect(int argc, char **argv)
         efc_model_free(m);
         return cli_fail("inspect", st);
     }
-    efc_model_param_stats(m, &params, &nonzero, &pbytes);
+    efc_model_param_stats(m, &params, &nonzero, &sbytes);
+    pbytes = dense_param_bytes(m);
     macs = efc_model_macs(m);
     if (stat(path, &sb) != 0)
         sb.st_size = 0;
@@ -85,23 +108,27 @@ int cmd_inspect(int argc, char **argv)
         printf(",\"arch\":");
         cli_json_str(stdout, m->arch);
         printf(",\"params\":%llu,\"nonzero_params\":%llu,\"param_bytes\":%llu,"
-               "\"file_bytes\":%lld,\"macs\":%llu,\"peak_activation_bytes\":%zu,"
-               "\"weight_bytes\":%zu,\"layers\":[",
+               "\"storage_bytes\":%llu,\"file_bytes\":%lld,\"macs\":%llu,"
+               "\"peak_activation_bytes\":%zu,\"weight_bytes\":%zu,\"layers\":[",
                (unsigned long long)params, (unsigned long long)nonzero,
-               (unsigned long long)pbytes, (long long)sb.st_size, (unsigned long long)macs,
-               efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e));
+               (unsigned long long)pbytes, (unsigned long long)sbytes, (long long)sb.st_size,
+               (unsigned long long)macs, efc_exec_peak_activation_bytes(e),
+               efc_exec_weight_bytes(e));
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
-            uint64_t p, nz, b;
+            struct layer_params lp;
             char shp[64];
-            node_params(m, nd, &p, &nz, &b);
+            node_params(m, nd, &lp);
             shape_str(&m->tensors[nd->output], shp, sizeof(shp));
             printf("%s{\"name\":", i ? "," : "");
             cli_json_str(stdout, nd->name);
             printf(",\"op\":\"%s\",\"output_shape\":\"%s\",\"params\":%llu,"
-                   "\"nonzero_params\":%llu,\"bytes\":%llu,\"macs\":%llu}",
-                   efc_op_name(nd->op), shp, (unsigned long long)p, (unsigned long long)nz,
-                   (unsigned long long)b, (unsigned long long)efc_node_macs(m, nd));
+                   "\"nonzero_params\":%llu,\"bytes\":%llu,\"storage_bytes\":%llu,"
+                   "\"layout\":\"%s\",\"macs\":%llu}",
+                   efc_op_name(nd->op), shp, (unsigned long long)lp.params,
+                   (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
+                   (unsigned long long)lp.storage_bytes, lp.sparse ? "csr" : "dense",
+                   (unsigned long long)efc_node_macs(m, nd));
         }
         printf("],\"metadata\":%s}\n", m->meta_json && m->meta_json[0] == '{' ? m->meta_json
                                                                                : "null");
@@ -110,22 +137,26 @@ int cmd_inspect(int argc, char **argv)
         shape_str(&m->tensors[m->input], shp, sizeof(shp));
         printf("%s: model '%s' (arch %s), input %s, %d nodes\n\n", path, m->name, m->arch, shp,
                m->n_nodes);
-        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %12s\n", "#", "name", "op", "output",
-               "params", "nonzero", "bytes", "MACs");
+        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %12s\n", "#", "name", "op",
+               "output", "params", "nonzero", "bytes", "stored", "layout", "MACs");
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
-            uint64_t p, nz, b;
-            node_params(m, nd, &p, &nz, &b);
+            struct layer_params lp;
+            node_params(m, nd, &lp);
             shape_str(&m->tensors[nd->output], shp, sizeof(shp));
-            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %12llu\n", i, nd->name,
-                   efc_op_name(nd->op), shp, (unsigned long long)p, (unsigned long long)nz,
-                   (unsigned long long)b, (unsigned long long)efc_node_macs(m, nd));
+            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %12llu\n", i,
+                   nd->name, efc_op_name(nd->op), shp, (unsigned long long)lp.params,
+                   (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
+                   (unsigned long long)lp.storage_bytes,
+                   lp.sparse ? "csr" : lp.params ? "dense" : "",
+                   (unsigned long long)efc_node_macs(m, nd));
         }
         printf("\n  parameters      %llu (%llu non-zero, %.2f %% sparse)\n",
                (unsigned long long)params, (unsigned long long)nonzero,
                params ? 100.0 * (double)(params - nonzero) / (double)params : 0.0);
-        printf("  parameter bytes %llu\n  file bytes      %lld\n  MACs per image  %llu\n",
-               (unsigned long long)pbytes, (long long)sb.st_size, (unsigned long long)macs);
+        printf("  parameter bytes %llu (%llu as stored)\n  file bytes      %lld\n"
+               "  MACs per image  %llu\n", (unsigned long long)pbytes, (unsigned long long)sbytes,
+               (long long)sb.st_size, (unsigned long long)macs);
         printf("  compiled (BN folded, ReLU fused): %d nodes, weights %zu bytes, "
                "peak activations %zu bytes at batch 1\n", efc_exec_model(e)->n_nodes,
                efc_exec_weight_bytes(e), efc_exec_peak_activation_bytes(e));

@@ -787,6 +787,8 @@ enum efc_status efc_tg_new(struct efc_model *m, int32_t max_batch, bool input_gr
     if (!m || max_batch < 1)
         return efc_errf(EFC_EINVAL, "train: bad graph arguments (max_batch %d)", max_batch);
     st = efc_model_check(m);
+    if (st == EFC_OK)
+        st = efc_model_densify(m); /* the graph trains dense buffers (train.h) */
     if (st != EFC_OK)
         return st;
     struct efc_tg *g = efc_calloc(1, sizeof(*g));

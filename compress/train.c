@@ -114,7 +114,7 @@ enum efc_status efc_train(struct efc_model *m, const struct efc_dataset *train,
         opt.step_gamma = 0.1f;
 
     int32_t max_batch = opt.batch < train->n ? opt.batch : train->n;
-    st = efc_tg_new(m, max_batch, false, &g);
+    st = efc_tg_new(m, max_batch, false, &g); /* checks, then densifies m in place */
     if (st != EFC_OK)
         return st;
     int32_t insz = efc_tg_input_size(g), n_classes = efc_tg_n_classes(g);

@@ -59,8 +59,11 @@ struct efc_train_report {
 /* Fill opts with the defaults above. */
 void efc_train_opts_default(struct efc_train_opts *o);
 
-/* Train m in place on `train` (labels required); val may be NULL. On error m is unchanged
- * only if the error happened before the first step; the caller keeps the file it loaded. */
+/* Train m in place on `train` (labels required); val may be NULL. Sparse parameter tensors
+ * are densified in place first (efc_model_densify: the trainer works on dense buffers), so m
+ * comes back dense; sparsify again after training (e.g. after pruning) to store it compactly.
+ * On error m is unchanged only if the error happened before the first step (apart from that
+ * densification); the caller keeps the file it loaded. */
 enum efc_status efc_train(struct efc_model *m, const struct efc_dataset *train,
                           const struct efc_dataset *val, const struct efc_train_opts *o,
                           struct efc_train_report *rep);

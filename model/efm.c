@@ -38,6 +38,7 @@ static const uint8_t efm_magic[8] = {'E', 'F', 'M', '1', '\r', '\n', 0x1a, '\n'}
 #define EFM_MODEL_BYTES 192u
 #define EFM_TENSOR_BYTES 128u
 #define EFM_NODE_BYTES 168u
+#define EFM_SPARSE_BYTES 56u
 #define EFM_ARRAY_HDR_BYTES 8u /* u32 count, u32 reserved */
 #define EFM_DATA_ALIGN 64u
 #define EFM_SEC_ALIGN 8u
@@ -58,11 +59,12 @@ enum efm_kind {
     EFM_SEC_QPARAMS = 4,
     EFM_SEC_DATA = 5,
     EFM_SEC_META = 6,
-    EFM_SEC_KNOWN_MAX = 6
+    EFM_SEC_SPARSE = 7,
+    EFM_SEC_KNOWN_MAX = 7
 };
 
-static const char *const sec_names[] = {"?",       "model", "tensors", "nodes",
-                                        "qparams", "data",  "meta"};
+static const char *const sec_names[] = {"?",    "model", "tensors", "nodes", "qparams",
+                                        "data", "meta",  "sparse"};
 
 static const char *sec_name(uint32_t kind)
 {
@@ -368,6 +370,27 @@ static size_t qp_bytes(const struct efc_qparams *q)
     return q ? (size_t)q->n * 8u : 0;
 }
 
+/* Bytes of the tensor's own data entry: all values dense, the nnz stored values sparse. */
+static uint64_t values_bytes(const struct efc_tensor *t)
+{
+    if (t->sparse)
+        return (uint64_t)t->sparse->nnz * efc_dtype_size(t->dtype);
+    return efc_tensor_bytes(t);
+}
+
+/* Enough of the CSR structure for encoding to read inside its arrays; the loader's
+ * efc_model_check validates the rest. */
+static enum efc_status check_sparse_mem(const struct efc_tensor *t, int32_t i)
+{
+    const struct efc_sparse *s = t->sparse;
+    if (!(t->flags & EFC_TENSOR_PARAM) || s->layout != EFC_LAYOUT_CSR ||
+        s->rows != t->dims[0] || s->cols < 1 ||
+        (size_t)s->rows * (size_t)s->cols != efc_tensor_numel(t) || s->nnz < 0 ||
+        (size_t)s->nnz > efc_tensor_numel(t) || !s->row_ptr || !s->col_idx)
+        return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': bad sparse layout", i, t->name);
+    return EFC_OK;
+}
+
 static enum efc_status check_qparams_mem(const struct efc_tensor *t, int32_t i)
 {
     const struct efc_qparams *q = t->q;
@@ -406,6 +429,11 @@ static enum efc_status check_model_mem(const struct efc_model *m)
             if (st)
                 return st;
         }
+        if (t->sparse) {
+            enum efc_status st = check_sparse_mem(t, i);
+            if (st)
+                return st;
+        }
     }
     for (int32_t i = 0; i < m->n_nodes; i++) {
         const struct efc_node *n = &m->nodes[i];
@@ -439,7 +467,7 @@ static enum efc_status build_meta(const struct efc_model *m, struct tbuf *b)
 enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *out_len)
 {
     struct tbuf meta = {0};
-    uint64_t off, qp_total = 0, data_total = 0;
+    uint64_t off, qp_total = 0, data_total = 0, n_sparse = 0;
     uint64_t sec_off[EFM_SEC_KNOWN_MAX + 1] = {0}, sec_size[EFM_SEC_KNOWN_MAX + 1] = {0};
     uint32_t kinds[EFM_SEC_KNOWN_MAX], n_sec = 0;
     uint8_t *buf, *p;
@@ -458,7 +486,13 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
         const struct efc_tensor *t = &m->tensors[i];
         qp_total += qp_bytes(t->q);
         if (t->flags & EFC_TENSOR_PARAM)
-            data_total = align_up(data_total, EFM_DATA_ALIGN) + efc_tensor_bytes(t);
+            data_total = align_up(data_total, EFM_DATA_ALIGN) + values_bytes(t);
+        if (t->sparse) { /* then row_ptr and col_idx, each in its own aligned block */
+            n_sparse++;
+            data_total = align_up(data_total, EFM_DATA_ALIGN) +
+                         ((uint64_t)t->sparse->rows + 1) * 4;
+            data_total = align_up(data_total, EFM_DATA_ALIGN) + (uint64_t)t->sparse->nnz * 4;
+        }
     }
 
     kinds[n_sec++] = EFM_SEC_MODEL;
@@ -466,12 +500,15 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
     kinds[n_sec++] = EFM_SEC_NODES;
     if (qp_total)
         kinds[n_sec++] = EFM_SEC_QPARAMS;
+    if (n_sparse)
+        kinds[n_sec++] = EFM_SEC_SPARSE;
     kinds[n_sec++] = EFM_SEC_META;
     kinds[n_sec++] = EFM_SEC_DATA;
     sec_size[EFM_SEC_MODEL] = EFM_MODEL_BYTES;
     sec_size[EFM_SEC_TENSORS] = EFM_ARRAY_HDR_BYTES + (uint64_t)m->n_tensors * EFM_TENSOR_BYTES;
     sec_size[EFM_SEC_NODES] = EFM_ARRAY_HDR_BYTES + (uint64_t)m->n_nodes * EFM_NODE_BYTES;
     sec_size[EFM_SEC_QPARAMS] = qp_total;
+    sec_size[EFM_SEC_SPARSE] = EFM_ARRAY_HDR_BYTES + n_sparse * EFM_SPARSE_BYTES;
     sec_size[EFM_SEC_META] = meta.n;
     sec_size[EFM_SEC_DATA] = data_total;
 
@@ -518,10 +555,15 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
         wrf32(p + 172 + 4 * c, m->norm.std[c]);
     }
 
-    /* tensors, qparams, data */
+    /* tensors, qparams, sparse, data */
     {
         uint64_t qoff = 0, doff = sec_off[EFM_SEC_DATA];
         uint8_t *qbase = buf + sec_off[EFM_SEC_QPARAMS];
+        uint8_t *sp = buf + sec_off[EFM_SEC_SPARSE];
+        if (n_sparse) {
+            wr32(sp, (uint32_t)n_sparse);
+            sp += EFM_ARRAY_HDR_BYTES;
+        }
         p = buf + sec_off[EFM_SEC_TENSORS];
         wr32(p, (uint32_t)m->n_tensors);
         p += EFM_ARRAY_HDR_BYTES;
@@ -546,12 +588,31 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
                 qoff += qp_bytes(t->q);
             }
             if (t->flags & EFC_TENSOR_PARAM) {
-                size_t nb = efc_tensor_bytes(t);
+                size_t nb = (size_t)values_bytes(t);
                 doff = align_up(doff, EFM_DATA_ALIGN);
                 wr64(p + 104, doff);
                 wr64(p + 112, nb);
                 memcpy(buf + doff, t->data, nb);
                 doff += nb;
+            }
+            if (t->sparse) {
+                const struct efc_sparse *s = t->sparse;
+                wr32(sp, (uint32_t)i);
+                wr32(sp + 4, (uint32_t)s->layout);
+                wri32(sp + 8, s->rows);
+                wri32(sp + 12, s->cols);
+                wri32(sp + 16, s->nnz);
+                doff = align_up(doff, EFM_DATA_ALIGN);
+                wr64(sp + 24, doff);
+                wr64(sp + 32, ((uint64_t)s->rows + 1) * 4);
+                for (int32_t r = 0; r <= s->rows; r++, doff += 4)
+                    wri32(buf + doff, s->row_ptr[r]);
+                doff = align_up(doff, EFM_DATA_ALIGN);
+                wr64(sp + 40, doff);
+                wr64(sp + 48, (uint64_t)s->nnz * 4);
+                for (int32_t k = 0; k < s->nnz; k++, doff += 4)
+                    wri32(buf + doff, s->col_idx[k]);
+                sp += EFM_SPARSE_BYTES;
             }
         }
     }
@@ -718,7 +779,7 @@ static enum efc_status parse_header(struct dec *d)
         }
     }
     for (uint32_t k = 1; k <= EFM_SEC_KNOWN_MAX; k++)
-        if (!d->s[k].present && k != EFM_SEC_QPARAMS)
+        if (!d->s[k].present && k != EFM_SEC_QPARAMS && k != EFM_SEC_SPARSE)
             return DFAIL(d, sec_name(k), "missing");
     return EFC_OK;
 }
@@ -828,17 +889,127 @@ static enum efc_status parse_qparams(struct dec *d, const uint8_t *r, struct efc
     return EFC_OK;
 }
 
-static enum efc_status parse_tensors(struct dec *d)
+/* One block of the data section, [off, off + bytes): inside the file and the section,
+ * 64-byte aligned, at or after the end of the previous block (*prev_end, advanced). */
+static enum efc_status data_block(struct dec *d, const char *sec, uint32_t i, const char *tname,
+                                  const char *what, uint64_t off, uint64_t bytes,
+                                  uint64_t *prev_end)
 {
-    struct efc_model *m = d->m;
     const struct sec *ds = &d->s[EFM_SEC_DATA];
-    uint64_t data_end_prev = ds->off;
+
+    if (off > d->len || bytes > d->len - off)
+        return DFAIL(d, sec, "tensor %u '%s': %s offset %llu+%llu beyond file size %zu", i,
+                     tname, what, (unsigned long long)off, (unsigned long long)bytes, d->len);
+    if (off < ds->off || off + bytes > ds->off + ds->size)
+        return DFAIL(d, sec, "tensor %u '%s': %s offset %llu+%llu outside section 'data' "
+                     "(%llu+%llu)", i, tname, what, (unsigned long long)off,
+                     (unsigned long long)bytes, (unsigned long long)ds->off,
+                     (unsigned long long)ds->size);
+    if (off % EFM_DATA_ALIGN)
+        return DFAIL(d, sec, "tensor %u '%s': %s offset %llu not aligned to %u", i, tname, what,
+                     (unsigned long long)off, EFM_DATA_ALIGN);
+    if (off < *prev_end)
+        return DFAIL(d, sec, "tensor %u '%s': %s offset %llu overlaps the previous data block "
+                     "(ends at %llu)", i, tname, what, (unsigned long long)off,
+                     (unsigned long long)*prev_end);
+    *prev_end = off + bytes;
+    return EFC_OK;
+}
+
+/* Validates the optional sparse section's header and the fields of each record that do not
+ * depend on the tensor (tensor indices strictly increasing and < n_tensors, layout, ranges);
+ * the rest is checked against each tensor in parse_sparse_tensor. */
+static enum efc_status parse_sparse_hdr(struct dec *d, uint32_t n_tensors, uint32_t *count)
+{
     const uint8_t *r;
     uint32_t n;
     enum efc_status st;
 
-    if ((st = parse_array_hdr(d, EFM_SEC_TENSORS, EFM_TENSOR_BYTES, EFM_MAX_TENSORS, &n)))
+    *count = 0;
+    if (!d->s[EFM_SEC_SPARSE].present)
+        return EFC_OK;
+    if ((st = parse_array_hdr(d, EFM_SEC_SPARSE, EFM_SPARSE_BYTES, n_tensors, &n)))
         return st;
+    r = d->b + d->s[EFM_SEC_SPARSE].off + EFM_ARRAY_HDR_BYTES;
+    for (uint32_t j = 0; j < n; j++, r += EFM_SPARSE_BYTES) {
+        uint32_t ti = rd32(r), layout = rd32(r + 4);
+        int32_t rows = rdi32(r + 8), cols = rdi32(r + 12), nnz = rdi32(r + 16);
+        if (ti >= n_tensors)
+            return DFAIL(d, "sparse", "record %u: tensor %u out of range (%u tensors)", j, ti,
+                         n_tensors);
+        if (j > 0 && ti <= rd32(r - EFM_SPARSE_BYTES))
+            return DFAIL(d, "sparse", "record %u: tensor %u again or out of order (one record "
+                         "per tensor, in increasing tensor order)", j, ti);
+        if (layout != EFC_LAYOUT_CSR)
+            return DFAIL(d, "sparse", "record %u: tensor %u: unknown layout %u", j, ti, layout);
+        if (rows < 1 || cols < 1 || nnz < 0 || (uint64_t)nnz > (uint64_t)rows * (uint64_t)cols)
+            return DFAIL(d, "sparse", "record %u: tensor %u: rows %d cols %d nnz %d out of range",
+                         j, ti, rows, cols, nnz);
+        if (rd32(r + 20) != 0)
+            return DFAIL(d, "sparse", "record %u: tensor %u: reserved field not 0", j, ti);
+    }
+    *count = n;
+    return EFC_OK;
+}
+
+/* Record r of the sparse section belongs to tensor i (parsed up to its data entry
+ * doff/dbytes): checks the record against the tensor, then the blocks of the nnz values,
+ * row_ptr and col_idx (in this order), and maps the index arrays in place. The CSR contents
+ * are validated by efc_model_check before any use. */
+static enum efc_status parse_sparse_tensor(struct dec *d, const uint8_t *r, struct efc_tensor *t,
+                                           uint32_t i, uint64_t numel, uint64_t doff,
+                                           uint64_t dbytes, uint64_t *prev_end)
+{
+    int32_t rows = rdi32(r + 8), cols = rdi32(r + 12), nnz = rdi32(r + 16);
+    uint64_t rp_off = rd64(r + 24), rp_bytes = rd64(r + 32);
+    uint64_t ci_off = rd64(r + 40), ci_bytes = rd64(r + 48);
+    struct efc_sparse *s;
+    enum efc_status st;
+
+    if (!(t->flags & EFC_TENSOR_PARAM))
+        return DFAIL(d, "sparse", "tensor %u '%s': not a parameter tensor", i, t->name);
+    if (rows != t->dims[0] || (uint64_t)rows * (uint64_t)cols != numel)
+        return DFAIL(d, "sparse", "tensor %u '%s': CSR %dx%d does not match the shape (%d rows, "
+                     "%llu elements)", i, t->name, rows, cols, t->dims[0],
+                     (unsigned long long)numel);
+    if (dbytes != (uint64_t)nnz * efc_dtype_size(t->dtype))
+        return DFAIL(d, "sparse", "tensor %u '%s': data size %llu, %d stored values need %llu", i,
+                     t->name, (unsigned long long)dbytes, nnz,
+                     (unsigned long long)nnz * efc_dtype_size(t->dtype));
+    if (rp_bytes != ((uint64_t)rows + 1) * 4 || ci_bytes != (uint64_t)nnz * 4)
+        return DFAIL(d, "sparse", "tensor %u '%s': row_ptr %llu bytes, col_idx %llu bytes; "
+                     "rows %d and nnz %d need %llu and %llu", i, t->name,
+                     (unsigned long long)rp_bytes, (unsigned long long)ci_bytes, rows, nnz,
+                     ((unsigned long long)rows + 1) * 4, (unsigned long long)nnz * 4);
+    if ((st = data_block(d, "tensors", i, t->name, "data", doff, dbytes, prev_end)) ||
+        (st = data_block(d, "sparse", i, t->name, "row_ptr", rp_off, rp_bytes, prev_end)) ||
+        (st = data_block(d, "sparse", i, t->name, "col_idx", ci_off, ci_bytes, prev_end)))
+        return st;
+    if (!(s = efc_calloc(1, sizeof(*s))))
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    s->layout = EFC_LAYOUT_CSR;
+    s->rows = rows;
+    s->cols = cols;
+    s->nnz = nnz;
+    s->row_ptr = (int32_t *)(void *)(d->b + rp_off); /* 64-byte aligned, in the mapping */
+    s->col_idx = (int32_t *)(void *)(d->b + ci_off);
+    s->owns_index = 0;
+    t->sparse = s;
+    return EFC_OK;
+}
+
+static enum efc_status parse_tensors(struct dec *d)
+{
+    struct efc_model *m = d->m;
+    uint64_t data_end_prev = d->s[EFM_SEC_DATA].off;
+    const uint8_t *r, *sr;
+    uint32_t n, n_sparse, j = 0;
+    enum efc_status st;
+
+    if ((st = parse_array_hdr(d, EFM_SEC_TENSORS, EFM_TENSOR_BYTES, EFM_MAX_TENSORS, &n)) ||
+        (st = parse_sparse_hdr(d, n, &n_sparse)))
+        return st;
+    sr = d->b + d->s[EFM_SEC_SPARSE].off + EFM_ARRAY_HDR_BYTES; /* next sparse record */
     /* efc_model_new leaves the arrays empty; the loader sizes them exactly. */
     if (!(m->tensors = efc_calloc(n ? n : 1, sizeof(*m->tensors))))
         return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
@@ -885,35 +1056,25 @@ static enum efc_status parse_tensors(struct dec *d)
             return DFAIL(d, "tensors", "tensor %u '%s': reserved field not 0", i, t->name);
         if ((st = parse_qparams(d, r, t, i)))
             return st;
-        if (!(flags & EFC_TENSOR_PARAM)) {
+        if (j < n_sparse && rd32(sr) == i) {
+            /* sparse: the data entry holds the nnz values, row_ptr and col_idx follow it */
+            if ((st = parse_sparse_tensor(d, sr, t, i, numel, doff, dbytes, &data_end_prev)))
+                return st;
+            sr += EFM_SPARSE_BYTES;
+            j++;
+        } else if (!(flags & EFC_TENSOR_PARAM)) {
             if (doff || dbytes)
                 return DFAIL(d, "tensors", "tensor %u '%s': activation with data", i, t->name);
             continue;
+        } else {
+            if (dbytes != numel * efc_dtype_size(t->dtype))
+                return DFAIL(d, "tensors", "tensor %u '%s': data size %llu, shape needs %llu", i,
+                             t->name, (unsigned long long)dbytes,
+                             (unsigned long long)(numel * efc_dtype_size(t->dtype)));
+            if ((st = data_block(d, "tensors", i, t->name, "data", doff, dbytes,
+                                 &data_end_prev)))
+                return st;
         }
-        if (dbytes != numel * efc_dtype_size(t->dtype))
-            return DFAIL(d, "tensors", "tensor %u '%s': data size %llu, shape needs %llu", i,
-                         t->name, (unsigned long long)dbytes,
-                         (unsigned long long)(numel * efc_dtype_size(t->dtype)));
-        if (doff > d->len || dbytes > d->len - doff)
-            return DFAIL(d, "tensors",
-                         "tensor %u '%s': data offset %llu+%llu beyond file size "
-                         "%zu",
-                         i, t->name, (unsigned long long)doff, (unsigned long long)dbytes, d->len);
-        if (doff < ds->off || doff + dbytes > ds->off + ds->size)
-            return DFAIL(d, "tensors",
-                         "tensor %u '%s': data offset %llu+%llu outside section "
-                         "'data' (%llu+%llu)",
-                         i, t->name, (unsigned long long)doff, (unsigned long long)dbytes,
-                         (unsigned long long)ds->off, (unsigned long long)ds->size);
-        if (doff % EFM_DATA_ALIGN)
-            return DFAIL(d, "tensors", "tensor %u '%s': data offset %llu not aligned to %u", i,
-                         t->name, (unsigned long long)doff, EFM_DATA_ALIGN);
-        if (doff < data_end_prev)
-            return DFAIL(d, "tensors",
-                         "tensor %u '%s': data offset %llu overlaps the previous "
-                         "tensor's data (ends at %llu)",
-                         i, t->name, (unsigned long long)doff, (unsigned long long)data_end_prev);
-        data_end_prev = doff + dbytes;
         t->data = (void *)(d->b + doff); /* into the read-only mapping owned by the model */
         t->owns_data = 0;
     }

@@ -251,8 +251,10 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
     if (!e)
         return efc_errf(EFC_ENOMEM, "exec: out of memory");
     e->max_batch = o->max_batch;
+    /* The compiled FP32 graph is dense: sparse weights are expanded in the copy (after the
+     * check has validated their structure). */
     if ((st = efc_model_clone(src, &e->m)) || (st = efc_model_check(e->m)) ||
-        (st = fold_batchnorm(e->m)))
+        (st = efc_model_densify(e->m)) || (st = fold_batchnorm(e->m)))
         goto fail;
     fuse_activations(e->m);
     if ((st = efc_model_check(e->m)) || (st = plan(e)))

@@ -2,6 +2,7 @@
 #include "model/model.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -61,6 +62,22 @@ size_t efc_tensor_bytes(const struct efc_tensor *t)
     return efc_tensor_numel(t) * efc_dtype_size(t->dtype);
 }
 
+/* Bytes behind t->data: numel values dense, nnz values sparse. */
+static size_t values_bytes(const struct efc_tensor *t)
+{
+    if (t->sparse)
+        return (size_t)t->sparse->nnz * efc_dtype_size(t->dtype);
+    return efc_tensor_bytes(t);
+}
+
+size_t efc_tensor_storage_bytes(const struct efc_tensor *t)
+{
+    const struct efc_sparse *s = t->sparse;
+    if (!s)
+        return efc_tensor_bytes(t);
+    return values_bytes(t) + ((size_t)s->rows + 1 + (size_t)s->nnz) * sizeof(int32_t);
+}
+
 enum efc_status efc_model_new(struct efc_model **out)
 {
     struct efc_model *m = efc_calloc(1, sizeof(*m));
@@ -81,6 +98,17 @@ static void qparams_free(struct efc_qparams *q)
     efc_free(q);
 }
 
+static void sparse_free(struct efc_sparse *s)
+{
+    if (!s)
+        return;
+    if (s->owns_index) {
+        efc_free(s->row_ptr);
+        efc_free(s->col_idx);
+    }
+    efc_free(s);
+}
+
 void efc_model_free(struct efc_model *m)
 {
     if (!m)
@@ -89,6 +117,7 @@ void efc_model_free(struct efc_model *m)
         if (m->tensors[i].owns_data)
             efc_free(m->tensors[i].data);
         qparams_free(m->tensors[i].q);
+        sparse_free(m->tensors[i].sparse);
     }
     efc_free(m->tensors);
     efc_free(m->nodes);
@@ -186,6 +215,117 @@ int32_t efc_model_find_tensor(const struct efc_model *m, const char *name)
         if (!strncmp(m->tensors[i].name, name, EFC_NAME_MAX))
             return i;
     return -1;
+}
+
+/* ---- sparse layouts -------------------------------------------------------------------- */
+
+static int elem_is_zero(const uint8_t *p, size_t es)
+{
+    for (size_t k = 0; k < es; k++)
+        if (p[k])
+            return 0;
+    return 1;
+}
+
+enum efc_status efc_tensor_sparsify(struct efc_model *m, int32_t ti)
+{
+    struct efc_tensor *t;
+    struct efc_sparse *s;
+    const uint8_t *src;
+    uint8_t *vals;
+    size_t es, numel, nnz = 0;
+
+    if (ti < 0 || ti >= m->n_tensors)
+        return efc_errf(EFC_EINVAL, "sparsify: tensor index %d out of range", ti);
+    t = &m->tensors[ti];
+    if (t->sparse)
+        return EFC_OK;
+    numel = efc_tensor_numel(t);
+    if (!(t->flags & EFC_TENSOR_PARAM) || !t->data || t->ndim < 1 || numel == 0)
+        return efc_errf(EFC_EINVAL, "sparsify: tensor %d '%s' is not a parameter with data", ti,
+                        t->name);
+    if (numel > INT32_MAX)
+        return efc_errf(EFC_EINVAL, "sparsify: tensor %d '%s': %zu elements, CSR indices are "
+                        "32-bit", ti, t->name, numel);
+    es = efc_dtype_size(t->dtype);
+    src = t->data;
+    for (size_t i = 0; i < numel; i++)
+        nnz += !elem_is_zero(src + i * es, es);
+    s = efc_calloc(1, sizeof(*s));
+    vals = efc_malloc_aligned(64, nnz * es);
+    if (s) {
+        s->owns_index = 1;
+        s->row_ptr = efc_malloc(((size_t)t->dims[0] + 1) * sizeof(int32_t));
+        s->col_idx = efc_malloc((nnz ? nnz : 1) * sizeof(int32_t)); /* never NULL */
+    }
+    if (!s || !vals || !s->row_ptr || !s->col_idx) {
+        sparse_free(s);
+        efc_free(vals);
+        return efc_errf(EFC_ENOMEM, "sparsify: tensor '%s': out of memory", t->name);
+    }
+    s->layout = EFC_LAYOUT_CSR;
+    s->rows = t->dims[0];
+    s->cols = (int32_t)(numel / (size_t)s->rows);
+    s->nnz = 0;
+    for (int32_t r = 0; r < s->rows; r++) {
+        s->row_ptr[r] = s->nnz;
+        for (int32_t c = 0; c < s->cols; c++) {
+            const uint8_t *e = src + ((size_t)r * (size_t)s->cols + (size_t)c) * es;
+            if (elem_is_zero(e, es))
+                continue;
+            memcpy(vals + (size_t)s->nnz * es, e, es);
+            s->col_idx[s->nnz++] = c;
+        }
+    }
+    s->row_ptr[s->rows] = s->nnz;
+    if (t->owns_data)
+        efc_free(t->data);
+    t->data = vals;
+    t->owns_data = 1;
+    t->sparse = s;
+    return EFC_OK;
+}
+
+enum efc_status efc_tensor_densify(struct efc_model *m, int32_t ti)
+{
+    struct efc_tensor *t;
+    const struct efc_sparse *s;
+    const uint8_t *src;
+    uint8_t *d;
+    size_t es, n;
+
+    if (ti < 0 || ti >= m->n_tensors)
+        return efc_errf(EFC_EINVAL, "densify: tensor index %d out of range", ti);
+    t = &m->tensors[ti];
+    if (!(s = t->sparse))
+        return EFC_OK;
+    es = efc_dtype_size(t->dtype);
+    n = efc_tensor_bytes(t);
+    if (!(d = efc_malloc_aligned(64, n)))
+        return efc_errf(EFC_ENOMEM, "densify: tensor '%s': out of memory (%zu bytes)", t->name,
+                        n);
+    memset(d, 0, n);
+    src = t->data;
+    for (int32_t r = 0; r < s->rows; r++)
+        for (int32_t k = s->row_ptr[r]; k < s->row_ptr[r + 1]; k++)
+            memcpy(d + ((size_t)r * (size_t)s->cols + (size_t)s->col_idx[k]) * es,
+                   src + (size_t)k * es, es);
+    if (t->owns_data)
+        efc_free(t->data);
+    t->data = d;
+    t->owns_data = 1;
+    sparse_free(t->sparse);
+    t->sparse = NULL;
+    return EFC_OK;
+}
+
+enum efc_status efc_model_densify(struct efc_model *m)
+{
+    enum efc_status st;
+    for (int32_t i = 0; i < m->n_tensors; i++)
+        if ((st = efc_tensor_densify(m, i)))
+            return st;
+    return EFC_OK;
 }
 
 /* ---- checking and shape inference ---------------------------------------------------- */
@@ -403,6 +543,44 @@ static enum efc_status infer_node(struct efc_model *m, int32_t ni)
     return EFC_OK;
 }
 
+/* CSR structure of tensor i (numel elements, > 0): every index is checked before it is used,
+ * so that densify and sparse kernels can trust it. */
+static enum efc_status check_sparse(const struct efc_tensor *t, int32_t i, size_t numel)
+{
+    const struct efc_sparse *s = t->sparse;
+
+    if (!(t->flags & EFC_TENSOR_PARAM) || t->ndim < 1)
+        return FAIL("tensor %d '%s': sparse layout on a non-parameter tensor", i, t->name);
+    if (s->layout != EFC_LAYOUT_CSR)
+        return FAIL("tensor %d '%s': unknown sparse layout %d", i, t->name, (int)s->layout);
+    if (s->rows != t->dims[0] || s->cols < 1 || (size_t)s->rows * (size_t)s->cols != numel)
+        return FAIL("tensor %d '%s': CSR %dx%d does not match the shape (%d rows, %zu elements)",
+                    i, t->name, s->rows, s->cols, t->dims[0], numel);
+    if (s->nnz < 0 || (size_t)s->nnz > numel)
+        return FAIL("tensor %d '%s': CSR nnz %d outside 0..%zu", i, t->name, s->nnz, numel);
+    if (!s->row_ptr || !s->col_idx)
+        return FAIL("tensor %d '%s': CSR without index arrays", i, t->name);
+    if (s->row_ptr[0] != 0 || s->row_ptr[s->rows] != s->nnz)
+        return FAIL("tensor %d '%s': CSR row_ptr runs %d..%d, must run 0..nnz %d", i, t->name,
+                    s->row_ptr[0], s->row_ptr[s->rows], s->nnz);
+    for (int32_t r = 0; r < s->rows; r++)
+        if (s->row_ptr[r + 1] < s->row_ptr[r] || s->row_ptr[r + 1] > s->nnz)
+            return FAIL("tensor %d '%s': CSR row_ptr[%d] = %d after %d: not non-decreasing "
+                        "within 0..nnz %d", i, t->name, r + 1, s->row_ptr[r + 1], s->row_ptr[r],
+                        s->nnz);
+    for (int32_t r = 0; r < s->rows; r++)
+        for (int32_t k = s->row_ptr[r]; k < s->row_ptr[r + 1]; k++) {
+            int32_t c = s->col_idx[k];
+            if (c < 0 || c >= s->cols)
+                return FAIL("tensor %d '%s': CSR row %d: column %d outside 0..%d", i, t->name,
+                            r, c, s->cols - 1);
+            if (k > s->row_ptr[r] && c <= s->col_idx[k - 1])
+                return FAIL("tensor %d '%s': CSR row %d: columns %d, %d not strictly "
+                            "increasing", i, t->name, r, s->col_idx[k - 1], c);
+        }
+    return EFC_OK;
+}
+
 enum efc_status efc_model_check(struct efc_model *m)
 {
     /* defined[t]: activation t has a producer (or is the input) before its first use */
@@ -425,6 +603,8 @@ enum efc_status efc_model_check(struct efc_model *m)
         }
         if ((t->flags & EFC_TENSOR_PARAM) && (!t->data || n == 0))
             return FAIL("tensor %d '%s': parameter without data", i, t->name);
+        if (t->sparse && (st = check_sparse(t, i, n)))
+            return st;
     }
     {
         const struct efc_tensor *in = &m->tensors[m->input];
@@ -521,9 +701,25 @@ enum efc_status efc_model_clone(const struct efc_model *m, struct efc_model **ou
         d->data = NULL;
         d->owns_data = 0;
         d->q = NULL;
+        d->sparse = NULL;
         c->n_tensors = i + 1;
+        if (s->sparse) {
+            const struct efc_sparse *ss = s->sparse;
+            size_t nr = ((size_t)ss->rows + 1) * sizeof(int32_t);
+            size_t nc = (size_t)ss->nnz * sizeof(int32_t);
+            if (!(d->sparse = efc_calloc(1, sizeof(*d->sparse))))
+                goto oom;
+            *d->sparse = *ss;
+            d->sparse->owns_index = 1;
+            d->sparse->row_ptr = efc_malloc(nr);
+            d->sparse->col_idx = efc_malloc(nc ? nc : sizeof(int32_t));
+            if (!d->sparse->row_ptr || !d->sparse->col_idx)
+                goto oom;
+            memcpy(d->sparse->row_ptr, ss->row_ptr, nr);
+            memcpy(d->sparse->col_idx, ss->col_idx, nc);
+        }
         if (s->data) {
-            size_t n = efc_tensor_bytes(s);
+            size_t n = values_bytes(s);
             if (!(d->data = efc_malloc_aligned(64, n)))
                 goto oom;
             memcpy(d->data, s->data, n);
@@ -584,9 +780,10 @@ void efc_model_param_stats(const struct efc_model *m, uint64_t *params, uint64_t
         size_t n;
         if (!(t->flags & EFC_TENSOR_PARAM))
             continue;
-        n = efc_tensor_numel(t);
-        p += n;
-        b += efc_tensor_bytes(t);
+        p += efc_tensor_numel(t);
+        b += efc_tensor_storage_bytes(t);
+        /* the stored values: all elements dense, the nnz entries sparse (the rest are 0) */
+        n = t->sparse ? (size_t)t->sparse->nnz : efc_tensor_numel(t);
         if (t->dtype == EFC_DTYPE_F32) {
             const float *f = t->data;
             for (size_t j = 0; j < n; j++)
@@ -594,12 +791,8 @@ void efc_model_param_stats(const struct efc_model *m, uint64_t *params, uint64_t
         } else {
             const uint8_t *u = t->data;
             size_t es = efc_dtype_size(t->dtype);
-            for (size_t j = 0; j < n; j++) {
-                int z = 1;
-                for (size_t k = 0; k < es; k++)
-                    z &= u[j * es + k] == 0;
-                nz += !z;
-            }
+            for (size_t j = 0; j < n; j++)
+                nz += !elem_is_zero(u + j * es, es);
         }
     }
     if (params)

@@ -8,6 +8,15 @@
  * - Activations are NCHW float32. An activation tensor stores its per-sample shape
  *   (no batch dimension): [C, H, W] for images, [F] for features. The batch is dynamic.
  * - Parameter tensors (EFC_TENSOR_PARAM) store their full shape and own (or map) data.
+ * - A parameter tensor is dense (sparse == NULL: `data` holds numel values in C order) or
+ *   sparse. CSR (EFC_LAYOUT_CSR) views the tensor as a rows x cols matrix with rows = dims[0]
+ *   and cols = numel / dims[0] (Dense W[out, in] is row-major CSR, conv W[oc, ...] has one row
+ *   per output channel); `data` then holds the nnz stored values (dtype-sized, 64-byte
+ *   aligned) in row order, row r's values being data[row_ptr[r] .. row_ptr[r + 1]) at columns
+ *   col_idx[...], strictly increasing within a row; every other element is zero (all bits).
+ *   Consumers that need dense weights call efc_model_densify (the FP32 executor on its
+ *   compiled copy, the trainer on the model it trains); efc_model_check validates the CSR
+ *   structure (a loaded model's index arrays are untrusted until it has run).
  * - Dense: inputs {x, W[out, in], b[out] or -1}. x is flattened per sample.
  * - Conv2d: inputs {x, W[oc, ic/groups, kh, kw], b[oc] or -1}; pads top/left/bottom/right.
  * - BatchNorm: inputs {x, gamma[c], beta[c], running_mean[c], running_var[c]}.
@@ -17,9 +26,10 @@
  * Input normalisation: the model's input is (raw * scale - mean) / std per channel, with the
  * values in struct efc_input_norm (n == 0: input is taken as is). efc_model_normalize applies it.
  *
- * Ownership: efc_model_free releases tensors, data it owns, nodes and metadata. Tensor data
- * may instead point into a mapping owned by the model (loaded .efm). Thread rule: one thread
- * per model while it is modified; a model that is no longer modified may be read by many.
+ * Ownership: efc_model_free releases tensors, data and CSR index arrays it owns, nodes and
+ * metadata. Tensor data and CSR index arrays may instead point into a mapping owned by the
+ * model (loaded .efm). Thread rule: one thread per model while it is modified; a model that
+ * is no longer modified may be read by many.
  */
 #ifndef EFC_MODEL_MODEL_H
 #define EFC_MODEL_MODEL_H
@@ -56,6 +66,9 @@ enum efc_op {
 
 enum efc_act { EFC_ACT_NONE = 0, EFC_ACT_RELU = 1, EFC_ACT_RELU6 = 2 };
 
+/* Layout of a parameter tensor's data. Values are stored in .efm files: append-only. */
+enum efc_layout { EFC_LAYOUT_DENSE = 0, EFC_LAYOUT_CSR = 1 };
+
 /* Tensor flags (bits, stored in files). */
 #define EFC_TENSOR_PARAM 0x1u  /* constant with data: weight, bias, BN statistic */
 #define EFC_TENSOR_INPUT 0x2u  /* the model input */
@@ -69,15 +82,26 @@ struct efc_qparams {
     int32_t *zero_point; /* n values, owned */
 };
 
+/* Sparse layout of a parameter tensor (see the header comment). The index arrays are owned
+ * (owns_index = 1) or point into the model's mapping, like `data`. */
+struct efc_sparse {
+    enum efc_layout layout; /* EFC_LAYOUT_CSR */
+    int32_t rows, cols, nnz;
+    int32_t *row_ptr; /* rows + 1: row_ptr[0] == 0, non-decreasing, row_ptr[rows] == nnz */
+    int32_t *col_idx; /* nnz entries in [0, cols) */
+    int owns_index;   /* 1: efc_free(row_ptr), efc_free(col_idx) on model free */
+};
+
 struct efc_tensor {
     char name[EFC_NAME_MAX];
     enum efc_dtype dtype;
     uint32_t flags;
     int32_t ndim;
     int32_t dims[EFC_MAX_DIMS]; /* params: full shape; activations: per-sample shape */
-    void *data;                 /* params only; NULL for activations */
+    void *data;                 /* params only; NULL for activations; nnz values if sparse */
     int owns_data;              /* 1: efc_free(data) on model free */
     struct efc_qparams *q;      /* optional, owned */
+    struct efc_sparse *sparse;  /* optional, owned; NULL = dense */
 };
 
 struct efc_node_attrs {
@@ -128,7 +152,12 @@ size_t efc_dtype_size(enum efc_dtype t);
 const char *efc_dtype_name(enum efc_dtype t);
 const char *efc_op_name(enum efc_op op);
 size_t efc_tensor_numel(const struct efc_tensor *t);
+/* Dense byte size: numel * dtype size, whatever the layout. */
 size_t efc_tensor_bytes(const struct efc_tensor *t);
+/* Bytes the tensor's data occupies as stored (in memory and in .efm files, without
+ * alignment padding): efc_tensor_bytes for dense; for CSR the nnz values plus row_ptr and
+ * col_idx (4 bytes per entry). */
+size_t efc_tensor_storage_bytes(const struct efc_tensor *t);
 
 enum efc_status efc_model_new(struct efc_model **out);
 void efc_model_free(struct efc_model *m);
@@ -143,10 +172,20 @@ enum efc_status efc_model_add_node(struct efc_model *m, enum efc_op op, const ch
                                    const struct efc_node_attrs *a, int32_t *out_idx);
 
 /* Check structure (indices, topological order, input counts, dtypes, param shapes against
- * activation shapes, attrs in range) and fill in every activation tensor's per-sample shape
- * from the input's. Errors: EFC_EPROTO with a detail naming the node. Safe on untrusted
- * models (the .efm reader calls it). */
+ * activation shapes, attrs in range, sparse layouts) and fill in every activation tensor's
+ * per-sample shape from the input's. Errors: EFC_EPROTO with a detail naming the node or
+ * tensor. Safe on untrusted models (the .efm reader calls it). */
 enum efc_status efc_model_check(struct efc_model *m);
+
+/* Convert PARAM tensor t from dense to CSR, dropping the elements whose bytes are all zero
+ * (so densifying restores the tensor bit for bit). No-op if t is already sparse. Errors:
+ * EFC_EINVAL (not a parameter, or more than INT32_MAX elements), EFC_ENOMEM (t unchanged). */
+enum efc_status efc_tensor_sparsify(struct efc_model *m, int32_t t);
+/* Convert tensor t back to dense, owned data (no-op if dense). The CSR structure must be
+ * valid (efc_model_check). Errors: EFC_ENOMEM (t unchanged). */
+enum efc_status efc_tensor_densify(struct efc_model *m, int32_t t);
+/* efc_tensor_densify on every tensor. */
+enum efc_status efc_model_densify(struct efc_model *m);
 
 /* Deep copy (data copied into owned buffers; the copy has no mapping). */
 enum efc_status efc_model_clone(const struct efc_model *m, struct efc_model **out);
@@ -156,7 +195,8 @@ enum efc_status efc_model_clone(const struct efc_model *m, struct efc_model **ou
 void efc_model_normalize(const struct efc_model *m, const float *raw, float *out,
                          int32_t n_samples);
 
-/* Totals over PARAM tensors: element count, non-zero count, bytes. */
+/* Totals over PARAM tensors: element count, non-zero count (stored values of sparse tensors
+ * that are non-zero), storage bytes (efc_tensor_storage_bytes). */
 void efc_model_param_stats(const struct efc_model *m, uint64_t *params, uint64_t *nonzero,
                            uint64_t *bytes);
 /* Multiply-accumulates per sample of one node / the whole model (after efc_model_check). */
