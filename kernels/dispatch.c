@@ -48,20 +48,27 @@ static int isa_valid(enum efc_isa isa)
 
 static void fill(enum efc_isa level, enum efc_isa cap)
 {
+#define FIELD_ISA(op) enum efc_isa op;
+#define FIELD_NAME(op) const char *op;
     struct {
-        enum efc_isa relu_f32, relu6_f32, add_f32, bias_act_f32;
-    } have = {EFC_ISA_REF, EFC_ISA_REF, EFC_ISA_REF, EFC_ISA_REF};
+        EFC_KERNEL_OPS(FIELD_ISA)
+    } have;
     struct {
-        const char *relu_f32, *relu6_f32, *add_f32, *bias_act_f32;
-    } names = {NULL, NULL, NULL, NULL};
+        EFC_KERNEL_OPS(FIELD_NAME)
+    } names;
+#undef FIELD_ISA
+#undef FIELD_NAME
     memset(&g_table, 0, sizeof(g_table));
+    memset(&have, 0, sizeof(have)); /* EFC_ISA_REF == 0 */
+    memset(&names, 0, sizeof(names));
 
     /* Entries are in ascending ISA order per op within kernels.inc, but do not rely on it:
      * take a variant if it runs here and is not below the one already chosen. NEON vs x86
-     * never compete (isa_runs_on excludes the other family). */
+     * never compete (isa_runs_on excludes the other family). `&fn` serves both function
+     * entries and struct entries (qgemm). */
 #define EFC_KERNEL(op, isa, fn)                                                     \
     if (isa_runs_on(isa, level) && (g_table.op == NULL || (isa) >= have.op)) {      \
-        g_table.op = fn;                                                            \
+        g_table.op = &fn;                                                           \
         have.op = isa;                                                              \
         names.op = #fn;                                                             \
     }
@@ -70,20 +77,15 @@ static void fill(enum efc_isa level, enum efc_isa cap)
 
     enum efc_isa top = EFC_ISA_REF;
 #define LOG_OP(op)                                                                     \
-    do {                                                                               \
-        efc_log(EFC_LOG_DEBUG, "kernels", "%s -> %s", #op, names.op);         \
-        if (have.op != EFC_ISA_NEON && top != EFC_ISA_NEON && have.op > top)           \
-            top = have.op;                                                             \
-        if (have.op == EFC_ISA_NEON)                                                   \
-            top = EFC_ISA_NEON;                                                        \
-    } while (0)
-    LOG_OP(relu_f32);
-    LOG_OP(relu6_f32);
-    LOG_OP(add_f32);
-    LOG_OP(bias_act_f32);
+    efc_log(EFC_LOG_DEBUG, "kernels", "%s -> %s", #op, names.op ? names.op : "(none)"); \
+    if (have.op == EFC_ISA_NEON)                                                       \
+        top = EFC_ISA_NEON;                                                            \
+    else if (top != EFC_ISA_NEON && have.op > top)                                     \
+        top = have.op;
+    EFC_KERNEL_OPS(LOG_OP)
 #undef LOG_OP
-    efc_log(EFC_LOG_INFO, "kernels",
-            "isa %s (cpu best %s, cap %s); best variant in the table: %s", efc_isa_name(level), efc_isa_name(efc_isa_best()), efc_isa_name(cap),
+    efc_log(EFC_LOG_INFO, "kernels", "isa %s (cpu best %s, cap %s); best variant in the table: %s",
+            efc_isa_name(level), efc_isa_name(efc_isa_best()), efc_isa_name(cap),
             efc_isa_name(top));
 }
 

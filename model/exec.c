@@ -36,6 +36,8 @@ struct efc_exec {
     float *scratch;
     size_t weight_bytes;
     float *aux;      /* storage for aux_scale/aux_shift */
+    efc_exec_observer_fn observer;
+    void *observer_ctx;
 };
 
 static size_t align_up(size_t n)
@@ -353,6 +355,8 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
     if (batch < 1 || batch > e->max_batch)
         return efc_errf(EFC_EINVAL, "exec: batch %d outside 1..%d", batch, e->max_batch);
     efc_model_normalize(m, raw, buf(e, m->input), batch);
+    if (e->observer)
+        e->observer(e->observer_ctx, m, m->input, buf(e, m->input), batch);
     for (int32_t s = 0; s < e->n_steps; s++) {
         const struct efc_node *n = e->steps[s].n;
         const struct efc_tensor *xt = &m->tensors[n->inputs[0]];
@@ -416,9 +420,17 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
         default:
             return efc_errf(EFC_EINTERNAL, "exec: op %d not handled", n->op);
         }
+        if (e->observer)
+            e->observer(e->observer_ctx, m, n->output, y, batch);
     }
     *out = buf(e, m->output);
     return EFC_OK;
+}
+
+void efc_exec_set_observer(struct efc_exec *e, efc_exec_observer_fn fn, void *ctx)
+{
+    e->observer = fn;
+    e->observer_ctx = ctx;
 }
 
 int32_t efc_exec_input_size(const struct efc_exec *e)

@@ -37,6 +37,14 @@ int32_t efc_exec_input_size(const struct efc_exec *e);  /* floats per sample */
 int32_t efc_exec_output_size(const struct efc_exec *e); /* floats per sample */
 size_t efc_exec_peak_activation_bytes(const struct efc_exec *e);
 size_t efc_exec_weight_bytes(const struct efc_exec *e);
+/* Observer for calibration: called by efc_exec_run with the normalised input tensor first,
+ * then after every compiled node with the tensor it produced (an index into
+ * efc_exec_model(e)'s tensors; data = batch x numel floats, valid during the call). NULL
+ * removes it. The observer must not call back into the executor. */
+typedef void (*efc_exec_observer_fn)(void *ctx, const struct efc_model *compiled, int32_t tensor,
+                                     const float *data, int32_t batch);
+void efc_exec_set_observer(struct efc_exec *e, efc_exec_observer_fn fn, void *ctx);
+
 /* The compiled (folded, fused) model, for inspection. */
 const struct efc_model *efc_exec_model(const struct efc_exec *e);
 

@@ -244,7 +244,7 @@ static void test_variants_vs_ref(void **state)
 #define run_relu6_f32(name, fn) run_unary(name, fn, efc_k_relu6_f32__ref)
 #define run_add_f32(name, fn) run_add(name, fn, efc_k_add_f32__ref)
 #define run_bias_act_f32(name, fn) run_bias_act(name, fn, efc_k_bias_act_f32__ref)
-#include "kernels/kernels.inc"
+#include "kernels/kernels_f32.inc"
 #undef EFC_KERNEL
     assert_true(n_run >= 4);
 }
