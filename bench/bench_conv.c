@@ -128,7 +128,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_conv: %s\n", efc_err_detail());
         return 2;
     }
-    efc_blas_setup(argc, argv, efc_kernels_isa());
+    enum efc_isa cap = efc_isa_best();
+    if (efc_isa_from_env(&cap) != EFC_OK) {
+        fprintf(stderr, "%s\n", efc_err_detail());
+        return 2;
+    }
+    efc_blas_setup(argc, argv, cap); /* before anything else: may re-exec */
     efc_blas_set_threads(threads);
     printf("bench_conv: %s, kernels isa %s (cpu best %s), OpenBLAS core %s, %d thread(s)\n",
            efc_cpu_features()->brand, efc_isa_name(efc_kernels_isa()),

@@ -74,7 +74,12 @@ static struct efc_dataset *random_set(int32_t n)
 
 int main(int argc, char **argv)
 {
-    efc_blas_setup(argc, argv, EFC_ISA_AMX);
+    enum efc_isa cap = efc_isa_best();
+    if (efc_isa_from_env(&cap) != EFC_OK) {
+        fprintf(stderr, "%s\n", efc_err_detail());
+        return 2;
+    }
+    efc_blas_setup(argc, argv, cap); /* before anything else: may re-exec */
     int32_t n = argc > 1 ? (int32_t)strtol(argv[1], NULL, 10) : 2560;
     if (n < 128)
         n = 128;

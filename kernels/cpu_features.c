@@ -7,6 +7,8 @@
  */
 #include "kernels/cpu_features.h"
 
+#include <stdlib.h>
+
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -210,4 +212,18 @@ enum efc_isa efc_isa_cap(enum efc_isa best, enum efc_isa cap)
     if (isa_is_x86(best) && isa_is_x86(cap))
         return cap < best ? cap : best;
     return EFC_ISA_REF;
+}
+
+enum efc_status efc_isa_from_env(enum efc_isa *out)
+{
+    const char *s = getenv("EFC_ISA");
+    enum efc_isa cap = efc_isa_best();
+    if (s != NULL && s[0] != '\0') {
+        if (efc_isa_parse(s, &cap) != EFC_OK)
+            return efc_errf(EFC_EINVAL,
+                            "EFC_ISA=%s: unknown ISA (valid: ref, avx2, avx512, avx512vnni, "
+                            "amx, neon)", s);
+    }
+    *out = efc_isa_cap(efc_isa_best(), cap);
+    return EFC_OK;
 }

@@ -42,6 +42,9 @@ enum efc_isa efc_isa_best(void);
 const char *efc_isa_name(enum efc_isa isa);
 /* Parse a name; EFC_EINVAL with a detail listing the valid names otherwise. */
 enum efc_status efc_isa_parse(const char *s, enum efc_isa *out);
+/* The cap from the EFC_ISA environment variable, applied to efc_isa_best(); the best level
+ * when unset. EFC_EINVAL (with a detail listing the valid names) for an unknown name. */
+enum efc_status efc_isa_from_env(enum efc_isa *out);
 /* min(cap, best) for x86 levels; NEON / REF handled as expected. */
 enum efc_isa efc_isa_cap(enum efc_isa best, enum efc_isa cap);
 

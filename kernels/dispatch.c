@@ -108,16 +108,9 @@ enum efc_status efc_kernels_init(enum efc_isa cap)
 
 enum efc_status efc_kernels_init_env(void)
 {
-    const char *s = getenv("EFC_ISA");
-    enum efc_isa cap = efc_isa_best();
-    if (s != NULL && s[0] != '\0') {
-        if (efc_isa_parse(s, &cap) != EFC_OK)
-            return efc_errf(EFC_EINVAL,
-                            "EFC_ISA=%s: unknown ISA (valid: ref, avx2, avx512, avx512vnni, "
-                            "amx, neon)",
-                            s);
-    }
-    return efc_kernels_init(cap);
+    enum efc_isa cap;
+    enum efc_status st = efc_isa_from_env(&cap);
+    return st ? st : efc_kernels_init(cap);
 }
 
 const struct efc_kernel_table *efc_kernels(void)
