@@ -33,6 +33,7 @@ struct efc_pool_geom {
     int32_t n, c, h, w, oh, ow;
     int32_t kh, kw, sh, sw, pt, pl;
     int32_t count_include_pad; /* avgpool */
+    int32_t zp;                /* qavgpool: u8 value of padding cells (input zero point) */
 };
 
 /* Floats of scratch efc_k_conv2d_f32 needs for this geometry, for any batch <= g->n. */
