@@ -23,6 +23,21 @@ static void shape_str(const struct efc_tensor *t, char *buf, size_t n)
         off += (size_t)snprintf(buf + off, n - off, "%s%d", i ? "x" : "", t->dims[i]);
 }
 
+/* "int8" when the node reads or writes u8 data (model.h "INT8 graphs"), else "fp32". */
+static const char *precision(const struct efc_model *m, const struct efc_node *n)
+{
+    return m->tensors[n->inputs[0]].dtype == EFC_DTYPE_U8 ||
+                   m->tensors[n->output].dtype == EFC_DTYPE_U8
+               ? "int8"
+               : "fp32";
+}
+
+static int is_compute(enum efc_op op)
+{
+    return op != EFC_OP_FLATTEN && op != EFC_OP_RESHAPE && op != EFC_OP_QUANTIZE &&
+           op != EFC_OP_DEQUANTIZE;
+}
+
 /* Parameters of one node. */
 struct layer_params {
     uint64_t params, nonzero, bytes, storage_bytes;
@@ -124,11 +139,11 @@ int cmd_inspect(int argc, char **argv)
             cli_json_str(stdout, nd->name);
             printf(",\"op\":\"%s\",\"output_shape\":\"%s\",\"params\":%llu,"
                    "\"nonzero_params\":%llu,\"bytes\":%llu,\"storage_bytes\":%llu,"
-                   "\"layout\":\"%s\",\"macs\":%llu}",
+                   "\"layout\":\"%s\",\"precision\":\"%s\",\"macs\":%llu}",
                    efc_op_name(nd->op), shp, (unsigned long long)lp.params,
                    (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
                    (unsigned long long)lp.storage_bytes, lp.sparse ? "csr" : "dense",
-                   (unsigned long long)efc_node_macs(m, nd));
+                   precision(m, nd), (unsigned long long)efc_node_macs(m, nd));
         }
         printf("],\"metadata\":%s}\n", m->meta_json && m->meta_json[0] == '{' ? m->meta_json
                                                                                : "null");
@@ -137,19 +152,33 @@ int cmd_inspect(int argc, char **argv)
         shape_str(&m->tensors[m->input], shp, sizeof(shp));
         printf("%s: model '%s' (arch %s), input %s, %d nodes\n\n", path, m->name, m->arch, shp,
                m->n_nodes);
-        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %12s\n", "#", "name", "op",
-               "output", "params", "nonzero", "bytes", "stored", "layout", "MACs");
+        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %-5s %12s\n", "#", "name",
+               "op", "output", "params", "nonzero", "bytes", "stored", "layout", "prec", "MACs");
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
             struct layer_params lp;
             node_params(m, nd, &lp);
             shape_str(&m->tensors[nd->output], shp, sizeof(shp));
-            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %12llu\n", i,
-                   nd->name, efc_op_name(nd->op), shp, (unsigned long long)lp.params,
+            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %-5s %12llu\n",
+                   i, nd->name, efc_op_name(nd->op), shp, (unsigned long long)lp.params,
                    (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
                    (unsigned long long)lp.storage_bytes,
-                   lp.sparse ? "csr" : lp.params ? "dense" : "",
+                   lp.sparse ? "csr" : lp.params ? "dense" : "", precision(m, nd),
                    (unsigned long long)efc_node_macs(m, nd));
+        }
+        {
+            int n8 = 0, n32 = 0;
+            for (int32_t i = 0; i < m->n_nodes; i++)
+                if (is_compute(m->nodes[i].op))
+                    *(strcmp(precision(m, &m->nodes[i]), "int8") ? &n32 : &n8) += 1;
+            if (n8) {
+                printf("\n  INT8 model: %d layers INT8, %d FP32", n8, n32);
+                for (int32_t i = 0, k = 0; i < m->n_nodes; i++)
+                    if (is_compute(m->nodes[i].op) &&
+                        !strcmp(precision(m, &m->nodes[i]), "fp32"))
+                        printf("%s%s", k++ ? ", " : ": ", m->nodes[i].name);
+                printf("\n");
+            }
         }
         printf("\n  parameters      %llu (%llu non-zero, %.2f %% sparse)\n",
                (unsigned long long)params, (unsigned long long)nonzero,

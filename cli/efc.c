@@ -17,10 +17,12 @@ static const struct {
     const char *help;
 } commands[] = {
     {"train", cmd_train, "train a built-in architecture on a data set"},
+    {"quantize", cmd_quantize, "INT8 post-training quantisation calibrated on local data"},
     {"eval", cmd_eval, "accuracy, per-class accuracy and confusion matrix"},
     {"inspect", cmd_inspect, "layers, shapes, parameters, bytes, MACs"},
     {"bench", cmd_bench, "latency percentiles, throughput and memory"},
     {"run", cmd_run, "run a model on a .npy tensor of raw inputs"},
+    {"bench-kernels", cmd_bench_kernels, "INT8 GEMM variants vs OpenBLAS sgemm (GOP/s, ratio)"},
 };
 
 static void usage(FILE *f)

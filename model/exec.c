@@ -15,12 +15,14 @@
 
 #include "common/efc_alloc.h"
 #include "kernels/kernels.h"
+#include "model/exec_int.h"
 #include "model/geom.h"
 
 #define ALIGN 64
 
 struct step {
     struct efc_node *n;
+    struct efc_qstep *q; /* INT8 step (exec_q.c), or NULL */
     float *aux_scale, *aux_shift; /* unfused BatchNorm as a channel affine */
 };
 
@@ -194,8 +196,7 @@ static enum efc_status plan(struct efc_exec *e)
     for (int32_t t = 0; t < nt; t++) {
         if (e->root[t] != t || first[t] == -2 || (m->tensors[t].flags & EFC_TENSOR_PARAM))
             continue;
-        size[t] = align_up(efc_tensor_numel(&m->tensors[t]) * sizeof(float) *
-                           (size_t)e->max_batch);
+        size[t] = align_up(efc_tensor_bytes(&m->tensors[t]) * (size_t)e->max_batch);
         order[n_order++] = t;
     }
     /* sort by size descending (insertion sort: tens of tensors) */
@@ -242,6 +243,7 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
                              struct efc_exec **out)
 {
     struct efc_exec *e;
+    struct efc_hwc *hwc = NULL;
     enum efc_status st;
     size_t n_aux = 0;
 
@@ -261,6 +263,16 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
     fuse_activations(e->m);
     if ((st = efc_model_check(e->m)) || (st = plan(e)))
         goto fail;
+    if (e->m->tensors[e->m->input].dtype != EFC_DTYPE_F32 ||
+        e->m->tensors[e->m->output].dtype != EFC_DTYPE_F32) {
+        st = efc_errf(EFC_EUNSUPPORTED, "exec: model input and output must be f32 (an INT8 "
+                      "model quantises its input and dequantises its output)");
+        goto fail;
+    }
+    if (!(hwc = efc_malloc((size_t)e->m->n_tensors * sizeof(*hwc))))
+        goto oom;
+    if ((st = efc_exec_q_layouts(e->m, hwc)))
+        goto fail;
 
     e->steps = efc_calloc((size_t)e->m->n_nodes, sizeof(*e->steps));
     if (!e->steps)
@@ -269,6 +281,14 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
     for (int32_t s = 0; s < e->n_steps; s++) {
         struct efc_node *n = &e->m->nodes[s];
         e->steps[s].n = n;
+        if (efc_exec_q_is_int8(e->m, n)) {
+            size_t sb;
+            if ((st = efc_qstep_new(e->m, hwc, n, e->max_batch, &e->steps[s].q, &sb)))
+                goto fail;
+            if (align_up(sb) > e->scratch_bytes)
+                e->scratch_bytes = align_up(sb);
+            continue;
+        }
         if (n->op == EFC_OP_BATCHNORM)
             n_aux += 2 * (size_t)e->m->tensors[n->inputs[0]].dims[0];
         if (n->op == EFC_OP_CONV2D) {
@@ -307,18 +327,25 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
         goto oom;
     memset(e->arena, 0, e->arena_bytes + e->scratch_bytes + ALIGN);
     e->scratch = (float *)(e->arena + e->arena_bytes);
-    /* weight bytes: parameters the compiled graph still uses */
-    for (int32_t s = 0; s < e->n_steps; s++)
+    /* weight bytes: what the steps read at run time (packed copies for INT8 steps) */
+    for (int32_t s = 0; s < e->n_steps; s++) {
+        if (e->steps[s].q) {
+            e->weight_bytes += efc_qstep_weight_bytes(e->steps[s].q);
+            continue;
+        }
         for (int32_t j = 1; j < e->steps[s].n->n_inputs; j++) {
             int32_t t = e->steps[s].n->inputs[j];
             if (t >= 0 && (e->m->tensors[t].flags & EFC_TENSOR_PARAM))
                 e->weight_bytes += efc_tensor_bytes(&e->m->tensors[t]);
         }
+    }
+    efc_free(hwc);
     *out = e;
     return EFC_OK;
 oom:
     st = efc_errf(EFC_ENOMEM, "exec: out of memory");
 fail:
+    efc_free(hwc);
     efc_exec_free(e);
     return st;
 }
@@ -327,6 +354,8 @@ void efc_exec_free(struct efc_exec *e)
 {
     if (!e)
         return;
+    for (int32_t i = 0; e->steps && i < e->n_steps; i++)
+        efc_qstep_free(e->steps[i].q);
     efc_model_free(e->m);
     efc_free(e->steps);
     efc_free(e->offset);
@@ -364,6 +393,14 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
         float *y = buf(e, n->output);
         size_t xn = efc_tensor_numel(xt) * (size_t)batch;
         enum efc_k_act act = (enum efc_k_act)n->a.act;
+
+        if (e->steps[s].q) {
+            efc_qstep_run(e->steps[s].q, batch, x,
+                          n->op == EFC_OP_ADD ? buf(e, n->inputs[1]) : NULL, y, e->scratch);
+            if (e->observer && m->tensors[n->output].dtype == EFC_DTYPE_F32)
+                e->observer(e->observer_ctx, m, n->output, y, batch);
+            continue;
+        }
 
         switch (n->op) {
         case EFC_OP_CONV2D: {
@@ -420,7 +457,7 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
         default:
             return efc_errf(EFC_EINTERNAL, "exec: op %d not handled", n->op);
         }
-        if (e->observer)
+        if (e->observer && m->tensors[n->output].dtype == EFC_DTYPE_F32)
             e->observer(e->observer_ctx, m, n->output, y, batch);
     }
     *out = buf(e, m->output);

@@ -1,6 +1,6 @@
 /* exec.h — the FP32 graph executor.
  *
- * efc_exec_new compiles a model once: copies it, folds BatchNorm into the preceding conv /
+ * efc_exec_new compiles a model once (FP32 or INT8, model.h): copies it, folds BatchNorm into the preceding conv /
  * dense, fuses ReLU / ReLU6 into their producer, infers shapes for max_batch, and plans one
  * activation arena with liveness-based buffer reuse (plus kernel scratch). efc_exec_run then
  * runs with no allocation. The executor reports the planned peak activation bytes (arena +
@@ -39,7 +39,8 @@ size_t efc_exec_peak_activation_bytes(const struct efc_exec *e);
 size_t efc_exec_weight_bytes(const struct efc_exec *e);
 /* Observer for calibration: called by efc_exec_run with the normalised input tensor first,
  * then after every compiled node with the tensor it produced (an index into
- * efc_exec_model(e)'s tensors; data = batch x numel floats, valid during the call). NULL
+ * efc_exec_model(e)'s tensors; data = batch x numel floats, valid during the call; u8
+ * tensors of INT8 models are not reported). NULL
  * removes it. The observer must not call back into the executor. */
 typedef void (*efc_exec_observer_fn)(void *ctx, const struct efc_model *compiled, int32_t tensor,
                                      const float *data, int32_t batch);

@@ -39,4 +39,5 @@ void efc_node_pool_geom(const struct efc_model *m, const struct efc_node *n, int
     g->pt = n->a.pad[0];
     g->pl = n->a.pad[1];
     g->count_include_pad = n->a.count_include_pad;
+    g->zp = 0;
 }

@@ -42,7 +42,7 @@ const char *efc_op_name(enum efc_op op)
 {
     static const char *const names[EFC_OP_COUNT] = {
         "?", "Dense", "Conv2d", "ReLU", "ReLU6", "MaxPool", "AvgPool", "GlobalAvgPool",
-        "Flatten", "Reshape", "Add", "BatchNorm", "Softmax",
+        "Flatten", "Reshape", "Add", "BatchNorm", "Softmax", "Quantize", "Dequantize",
     };
     if ((unsigned)op >= EFC_OP_COUNT)
         return "?";
@@ -332,10 +332,80 @@ enum efc_status efc_model_densify(struct efc_model *m)
 
 #define FAIL(...) efc_errf(EFC_EPROTO, __VA_ARGS__)
 
-static int param_ok(const struct efc_model *m, int32_t idx)
+static int param_ok(const struct efc_model *m, int32_t idx, enum efc_dtype dt)
 {
     return idx >= 0 && idx < m->n_tensors && (m->tensors[idx].flags & EFC_TENSOR_PARAM) &&
-           m->tensors[idx].dtype == EFC_DTYPE_F32 && m->tensors[idx].data;
+           m->tensors[idx].dtype == dt && m->tensors[idx].data;
+}
+
+/* A u8 activation carries one finite positive scale and a zero point in 0..255. */
+static int act_qparams_ok(const struct efc_tensor *t)
+{
+    return t->q && t->q->n == 1 && isfinite(t->q->scale[0]) && t->q->scale[0] > 0.0f &&
+           t->q->zero_point[0] >= 0 && t->q->zero_point[0] <= 255;
+}
+
+static int same_qparams(const struct efc_tensor *a, const struct efc_tensor *b)
+{
+    return a->q && b->q && a->q->n == 1 && b->q->n == 1 && a->q->scale[0] == b->q->scale[0] &&
+           a->q->zero_point[0] == b->q->zero_point[0];
+}
+
+/* i8 weights: symmetric (zero point 0), per tensor or per output channel (axis 0). */
+static int weight_qparams_ok(const struct efc_tensor *w)
+{
+    if (!w->q || !(w->q->n == 1 || (w->q->n == w->dims[0] && w->q->axis == 0)))
+        return 0;
+    for (int32_t i = 0; i < w->q->n; i++)
+        if (!isfinite(w->q->scale[i]) || !(w->q->scale[i] > 0.0f) || w->q->zero_point[i] != 0)
+            return 0;
+    return 1;
+}
+
+/* Dtype rules of one node (model.h "INT8 graphs"), before shapes are inferred. */
+static enum efc_status check_dtypes(const struct efc_model *m, int32_t ni)
+{
+    const struct efc_node *n = &m->nodes[ni];
+    const struct efc_tensor *x = &m->tensors[n->inputs[0]];
+    const struct efc_tensor *y = &m->tensors[n->output];
+    int q = x->dtype == EFC_DTYPE_U8;
+    enum efc_dtype want_y = q ? EFC_DTYPE_U8 : EFC_DTYPE_F32;
+
+    if (x->dtype != EFC_DTYPE_F32 && x->dtype != EFC_DTYPE_U8)
+        return FAIL("node %d '%s': input must be f32 or u8, is %s", ni, n->name,
+                    efc_dtype_name(x->dtype));
+    if (q && !act_qparams_ok(x))
+        return FAIL("node %d '%s': u8 input '%s' needs per-tensor qparams (scale > 0, zero "
+                    "point 0..255)", ni, n->name, x->name);
+    if (n->op == EFC_OP_QUANTIZE)
+        want_y = EFC_DTYPE_U8;
+    if (n->op == EFC_OP_DEQUANTIZE)
+        want_y = EFC_DTYPE_F32;
+    if ((n->op == EFC_OP_QUANTIZE && q) || (n->op == EFC_OP_DEQUANTIZE && !q))
+        return FAIL("node %d '%s' (%s): wrong input dtype %s", ni, n->name, efc_op_name(n->op),
+                    efc_dtype_name(x->dtype));
+    if (q && (n->op == EFC_OP_RELU || n->op == EFC_OP_RELU6 || n->op == EFC_OP_BATCHNORM ||
+              n->op == EFC_OP_SOFTMAX))
+        return FAIL("node %d '%s' (%s): f32 only (dequantize first)", ni, n->name,
+                    efc_op_name(n->op));
+    if (y->dtype != want_y)
+        return FAIL("node %d '%s' (%s): output must be %s", ni, n->name, efc_op_name(n->op),
+                    efc_dtype_name(want_y));
+    if (want_y == EFC_DTYPE_U8 && !act_qparams_ok(y))
+        return FAIL("node %d '%s': u8 output '%s' needs per-tensor qparams", ni, n->name,
+                    y->name);
+    if (q && (n->op == EFC_OP_MAXPOOL || n->op == EFC_OP_AVGPOOL || n->op == EFC_OP_GAVGPOOL ||
+              n->op == EFC_OP_FLATTEN || n->op == EFC_OP_RESHAPE) && !same_qparams(x, y))
+        return FAIL("node %d '%s' (%s): u8 output must keep the input's qparams", ni, n->name,
+                    efc_op_name(n->op));
+    if (q && n->op == EFC_OP_ADD &&
+        (m->tensors[n->inputs[1]].dtype != EFC_DTYPE_U8 || !act_qparams_ok(&m->tensors[n->inputs[1]])))
+        return FAIL("node %d '%s' (Add): both inputs must be u8 with qparams", ni, n->name);
+    if (q && (n->op == EFC_OP_DENSE || n->op == EFC_OP_CONV2D) &&
+        !weight_qparams_ok(&m->tensors[n->inputs[1]]))
+        return FAIL("node %d '%s' (%s): i8 weight needs symmetric qparams per tensor or per "
+                    "output channel", ni, n->name, efc_op_name(n->op));
+    return EFC_OK;
 }
 
 static int shape_is(const struct efc_tensor *t, int32_t ndim, const int32_t *dims)
@@ -414,13 +484,16 @@ static enum efc_status infer_node(struct efc_model *m, int32_t ni)
         return FAIL("node %d '%s' (%s): %d inputs, expected %d..%d", ni, n->name,
                     efc_op_name(n->op), n->n_inputs, 1 + need_params, max_in);
     for (int32_t i = 1; i < n->n_inputs; i++) {
+        enum efc_dtype dt = EFC_DTYPE_F32;
         if (n->op == EFC_OP_ADD)
             break;
         if (n->inputs[i] == -1 && i == 2 && (n->op == EFC_OP_DENSE || n->op == EFC_OP_CONV2D))
             continue;
-        if (!param_ok(m, n->inputs[i]))
-            return FAIL("node %d '%s' (%s): input %d must be an f32 parameter tensor with data",
-                        ni, n->name, efc_op_name(n->op), i);
+        if (x->dtype == EFC_DTYPE_U8) /* INT8 conv / dense: i8 weight, i32 bias */
+            dt = i == 1 ? EFC_DTYPE_I8 : EFC_DTYPE_I32;
+        if (!param_ok(m, n->inputs[i], dt))
+            return FAIL("node %d '%s' (%s): input %d must be a %s parameter tensor with data",
+                        ni, n->name, efc_op_name(n->op), i, efc_dtype_name(dt));
     }
     if ((unsigned)n->a.act > EFC_ACT_RELU6)
         return FAIL("node %d '%s': bad fused activation %d", ni, n->name, n->a.act);
@@ -531,6 +604,8 @@ static enum efc_status infer_node(struct efc_model *m, int32_t ni)
     case EFC_OP_RELU:
     case EFC_OP_RELU6:
     case EFC_OP_SOFTMAX:
+    case EFC_OP_QUANTIZE:
+    case EFC_OP_DEQUANTIZE:
         break;
     default:
         return FAIL("node %d '%s': unknown op %d", ni, n->name, n->op);
@@ -657,12 +732,13 @@ enum efc_status efc_model_check(struct efc_model *m)
             break;
         }
         if (n->output < 0 || n->output >= m->n_tensors ||
-            (m->tensors[n->output].flags & EFC_TENSOR_PARAM) || defined[n->output] ||
-            m->tensors[n->output].dtype != EFC_DTYPE_F32) {
-            st = FAIL("node %d '%s': output must be a fresh f32 activation tensor", ni, n->name);
+            (m->tensors[n->output].flags & EFC_TENSOR_PARAM) || defined[n->output]) {
+            st = FAIL("node %d '%s': output must be a fresh activation tensor", ni, n->name);
             break;
         }
-        st = infer_node(m, ni);
+        st = check_dtypes(m, ni);
+        if (!st)
+            st = infer_node(m, ni);
         defined[n->output] = 1;
     }
     if (!st && !defined[m->output])

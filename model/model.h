@@ -23,6 +23,12 @@
  * - Add: inputs {a, b} of equal shape. Others: inputs {x}.
  * - Node attribute `act` (EFC_ACT_*) is a fused activation applied after the op; the model
  *   builders leave it NONE and emit explicit ReLU nodes; compilation passes fuse them.
+ * INT8 graphs (docs/quantization.md): activation tensors may be u8 with per-tensor qparams
+ * (real = scale * (q - zero_point)); a Conv2d / Dense whose input is u8 takes i8 weights with
+ * symmetric qparams (zero point 0) per tensor or per output channel (axis 0) and an optional
+ * i32 bias at scale s_x * s_w, and produces u8; pools, Flatten / Reshape keep their input's
+ * qparams; Add rescales; Quantize / Dequantize convert between the domains. ReLU, ReLU6,
+ * BatchNorm and Softmax are f32 only (ReLU is fused as a clamp into the u8 producer).
  * Input normalisation: the model's input is (raw * scale - mean) / std per channel, with the
  * values in struct efc_input_norm (n == 0: input is taken as is). efc_model_normalize applies it.
  *
@@ -61,6 +67,8 @@ enum efc_op {
     EFC_OP_ADD = 10,
     EFC_OP_BATCHNORM = 11,
     EFC_OP_SOFTMAX = 12,
+    EFC_OP_QUANTIZE = 13,   /* f32 -> u8 with the output's qparams */
+    EFC_OP_DEQUANTIZE = 14, /* u8 -> f32 with the input's qparams */
     EFC_OP_COUNT /* never use */
 };
 
