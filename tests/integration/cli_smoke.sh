@@ -65,7 +65,30 @@ expect 0 "--isa ref works" -- "$efc" --isa ref eval "$tmp/mlp.efm" --data fashio
 # FP32 sums round differently per OpenBLAS core: allow a few argmax flips in 10000
 d=$(( $(json_num "$tmp/out" correct) - $(json_num "$tmp/eval.json" correct) ))
 [[ ${d#-} -le 5 ]] && ok "ref path within 5 of the best path's correct count ($d)" || bad "ref path differs by $d"
-for c in train eval inspect bench run; do expect 0 "$c --help" -- "$efc" $c --help; done
+# INT8: quantise on local data, evaluate, inspect, bench on every ISA path, bad calibration data
+expect 0 "quantize (percentile, 256 samples)" -- "$efc" quantize "$tmp/mlp.efm" --calib percentile --calib-data fashion-mnist --calib-samples 256 -o "$tmp/mlp8.efm"
+grep -q "3 layers INT8, 0 FP32" "$tmp/out" && ok "all mlp layers INT8" || bad "quantize summary: $(cat "$tmp/out")"
+expect 0 "eval INT8" -- "$efc" eval "$tmp/mlp8.efm" --data fashion-mnist --json
+q=$(json_num "$tmp/out" accuracy)
+awk -v a="$acc" -v b="$q" 'BEGIN{exit !(a - b < 0.01)}' && ok "INT8 accuracy $q within 1 pp of FP32 $acc" || bad "INT8 accuracy $q vs $acc"
+expect 0 "inspect INT8 --json" -- "$efc" inspect "$tmp/mlp8.efm" --json
+grep -q '"precision":"int8"' "$tmp/out" && grep -q '"calibration":{' "$tmp/out" && grep -q '"data_digest":"' "$tmp/out" \
+    && ok "inspect shows INT8 layers and the calibration record" || bad "inspect INT8 output"
+for isa in ref avx2 avx512vnni; do
+    expect 0 "INT8 eval on --isa $isa" -- "$efc" --isa "$isa" eval "$tmp/mlp8.efm" --data fashion-mnist --json
+    c=$(json_num "$tmp/out" correct); [[ -z "${c0:-}" ]] && c0=$c
+    [[ "$c" == "$c0" ]] && ok "INT8 results identical on $isa ($c correct)" || bad "INT8 $isa: $c vs $c0"
+done
+expect 0 "bench INT8" -- "$efc" bench "$tmp/mlp8.efm" --runs 20 --json
+[[ "$(json_num "$tmp/out" allocations_during_runs)" == 0 ]] && ok "INT8: no allocation during timed runs" || bad "INT8 allocations"
+expect 1 "calibration data of the wrong shape" -- "$efc" quantize "$tmp/mlp.efm" --calib kl --calib-data "$tmp/x.npy" -o "$tmp/bad.efm"
+grep -q "values per sample\|sample size\|shape" "$tmp/err" && ok "wrong shape names the problem" || bad "wrong-shape message: $(cat "$tmp/err")"
+[[ ! -e "$tmp/bad.efm" ]] && ok "no model written on error" || bad "a model was written"
+expect 1 "unknown calibrator" -- "$efc" quantize "$tmp/mlp.efm" --calib magic --calib-data fashion-mnist -o "$tmp/bad.efm"
+expect 0 "bench-kernels --json (one shape)" -- "$efc" bench-kernels --json --shape square256 --time-ms 20
+grep -q '"openblas_core"' "$tmp/out" && grep -q '"ratio"' "$tmp/out" && ok "bench-kernels JSON keys" || bad "bench-kernels JSON: $(head -c 300 "$tmp/out")"
+
+for c in train eval inspect bench run quantize bench-kernels; do expect 0 "$c --help" -- "$efc" $c --help; done
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

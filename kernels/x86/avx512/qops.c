@@ -134,31 +134,62 @@ void efc_k_im2row_u8__avx512(const struct efc_conv_geom *g, const uint8_t *x, ui
     const __m512i vpad = _mm512_set1_epi8((char)pad);
     int32_t oy = p0 / g->ow, ox = p0 % g->ow;
     if (k <= 64) {
-        /* small rows (lenet5 conv1: 25 bytes): 8-byte moves instead of a masked load and
-         * store per run. Packed rows (ldo == k) are written in place; the last row, or rows
-         * with a gap, go through buf and one masked store. */
-        const uint8_t *xend = x + (size_t)g->h * g->w * c;
-        const uint64_t padv = 0x0101010101010101ULL * pad;
+        /* Small rows (lenet5 conv1: 25 bytes). If the padded image fits in 16 KiB, copy it
+         * once into a pre-padded buffer: then every pixel is interior and each run is a few
+         * 8-byte moves, no bounds checks. Packed rows (ldo == k) with >= 8 bytes of later rows
+         * are written in place (the <= 7-byte overrun lands in rows written after); the last
+         * rows, or rows with a gap, go through buf and one masked store. */
+        const int32_t pb = imax(0, (g->oh - 1) * g->sh - g->pt + g->kh - g->h);
+        const int32_t pr = imax(0, (g->ow - 1) * g->sw - g->pl + g->kw - g->w);
+        const size_t pw = (size_t)(g->pl + g->w + pr), ph = (size_t)(g->pt + g->h + pb);
         const __mmask64 mk = mask64(k);
         uint8_t buf[64 + 8];
+        uint8_t img[16384];
+        if (ph * pw * c + 8 <= sizeof(img)) {
+            const size_t prow = pw * c;
+            memset(img, pad, ph * pw * c + 8);
+            for (int32_t y = 0; y < g->h; y++)
+                memcpy(img + ((size_t)(y + g->pt) * pw + (size_t)g->pl) * c,
+                       x + (size_t)y * g->w * c, (size_t)g->w * c);
+            /* geometry in locals: the byte stores below could alias *g */
+            const int32_t kh = g->kh, ow = g->ow;
+            const size_t xstep = (size_t)g->sw * c, ystep = (size_t)g->sh * prow;
+            const uint8_t *rowsrc = img + (size_t)oy * ystep;
+            for (int32_t p = 0; p < np; p++) {
+                uint8_t *o = out + (size_t)p * ldo;
+                const int direct = ldo == k && (size_t)(np - p - 1) * k >= 8;
+                uint8_t *d = direct ? o : buf;
+                const uint8_t *src = rowsrc + (size_t)ox * xstep;
+                if (seg <= 8) {
+                    for (int32_t ky = 0; ky < kh; ky++) {
+                        uint64_t v;
+                        memcpy(&v, src + (size_t)ky * prow, 8);
+                        memcpy(d + (size_t)ky * seg, &v, 8);
+                    }
+                } else {
+                    for (int32_t ky = 0; ky < kh; ky++, src += prow, d += seg)
+                        for (size_t i = 0; i < seg; i += 8) {
+                            uint64_t v;
+                            memcpy(&v, src + i, 8);
+                            memcpy(d + i, &v, 8);
+                        }
+                }
+                if (!direct)
+                    _mm512_mask_storeu_epi8(o, mk, _mm512_loadu_si512((const void *)buf));
+                if (++ox == ow) {
+                    ox = 0;
+                    rowsrc += ystep;
+                }
+            }
+            return;
+        }
+        const uint8_t *xend = x + (size_t)g->h * g->w * c;
+        const uint64_t padv = 0x0101010101010101ULL * pad;
         for (int32_t p = 0; p < np; p++) {
             uint8_t *o = out + (size_t)p * ldo;
             const int32_t iy0 = oy * g->sh - g->pt, ix0 = ox * g->sw - g->pl;
             if (ldo == k && (size_t)(np - p - 1) * k >= 8) {
-                /* packed rows with >= 8 bytes of later rows: straight into the output, the
-                 * <= 8-byte overrun lands in rows written after this one */
-                const int32_t kx1 = imin(g->kw, g->w - ix0);
-                const uint8_t *src = x + ((size_t)iy0 * g->w + (size_t)ix0) * c;
-                if (seg <= 8 && iy0 >= 0 && iy0 + g->kh <= g->h && ix0 >= 0 && kx1 == g->kw &&
-                    src + (size_t)(g->kh - 1) * g->w * c + 8 <= xend) {
-                    for (int32_t ky = 0; ky < g->kh; ky++) { /* interior: one move per run */
-                        uint64_t v;
-                        memcpy(&v, src + (size_t)ky * g->w * c, 8);
-                        memcpy(o + (size_t)ky * seg, &v, 8);
-                    }
-                } else {
-                    row_small(g, x, xend, padv, iy0, ix0, o);
-                }
+                row_small(g, x, xend, padv, iy0, ix0, o);
             } else {
                 row_small(g, x, xend, padv, iy0, ix0, buf);
                 _mm512_mask_storeu_epi8(o, mk, _mm512_loadu_si512((const void *)buf));
