@@ -40,11 +40,14 @@ for k in p50_ms p99_ms peak_activation_bytes weight_bytes peak_rss_bytes; do
 done
 [[ "$(json_num "$tmp/out" allocations_during_runs)" == 0 ]] && ok "no allocation during timed runs" || bad "allocations during runs"
 
-# run: raw uint8 input written as .npy by hand (v1.0 header padded to 64 bytes, 3 samples)
-hdr="{'descr': '|u1', 'fortran_order': False, 'shape': (3, 1, 28, 28), }"
-pad=$(( 64 - (10 + ${#hdr} + 1) % 64 ))
-{ printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $(( (${#hdr} + pad + 1) % 256 )))\\x$(printf %02x $(( (${#hdr} + pad + 1) / 256 )))"
-  printf '%s%*s\n' "$hdr" "$pad" ''; head -c $((3 * 784)) /dev/zero; } > "$tmp/x.npy"
+# write_npy FILE SHAPE BYTES: a uint8 .npy (v1.0 header padded to 64 bytes) of zero bytes
+write_npy() {
+    local hdr="{'descr': '|u1', 'fortran_order': False, 'shape': $2, }"
+    local pad=$(( 64 - (10 + ${#hdr} + 1) % 64 ))
+    { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $(( (${#hdr} + pad + 1) % 256 )))\\x$(printf %02x $(( (${#hdr} + pad + 1) / 256 )))"
+      printf '%s%*s\n' "$hdr" "$pad" ''; head -c "$3" /dev/zero; } > "$1"
+}
+write_npy "$tmp/x.npy" "(3, 1, 28, 28)" $((3 * 784))
 expect 0 "run on a uint8 .npy" -- "$efc" run "$tmp/mlp.efm" --input "$tmp/x.npy" -o "$tmp/y.npy"
 [[ $(stat -c %s "$tmp/y.npy") -eq $((128 + 3 * 10 * 4)) ]] && ok "run wrote [3,10] float32" || bad "y.npy size $(stat -c %s "$tmp/y.npy")"
 
@@ -81,7 +84,8 @@ for isa in ref avx2 avx512vnni; do
 done
 expect 0 "bench INT8" -- "$efc" bench "$tmp/mlp8.efm" --runs 20 --json
 [[ "$(json_num "$tmp/out" allocations_during_runs)" == 0 ]] && ok "INT8: no allocation during timed runs" || bad "INT8 allocations"
-expect 1 "calibration data of the wrong shape" -- "$efc" quantize "$tmp/mlp.efm" --calib kl --calib-data "$tmp/x.npy" -o "$tmp/bad.efm"
+write_npy "$tmp/small.npy" "(4, 10, 10)" 400
+expect 1 "calibration data of the wrong shape" -- "$efc" quantize "$tmp/mlp.efm" --calib kl --calib-data "$tmp/small.npy" -o "$tmp/bad.efm"
 grep -q "values per sample\|sample size\|shape" "$tmp/err" && ok "wrong shape names the problem" || bad "wrong-shape message: $(cat "$tmp/err")"
 [[ ! -e "$tmp/bad.efm" ]] && ok "no model written on error" || bad "a model was written"
 expect 1 "unknown calibrator" -- "$efc" quantize "$tmp/mlp.efm" --calib magic --calib-data fashion-mnist -o "$tmp/bad.efm"
