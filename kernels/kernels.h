@@ -113,6 +113,10 @@ struct efc_qgemm_w {
     int32_t *bias;       /* [m] owned: bias[m] - zp_x * sum_k w[m][k] (zero-point folded) */
 };
 void efc_qgemm_w_fini(struct efc_qgemm_w *w);
+/* The bias every packer stores: out[j] = bias[j] (0 if NULL) - zp_x * sum_k w[j][k], as the
+ * int32 two's-complement value of the exact difference (accumulators wrap the same way). */
+void efc_k_qgemm_fold_bias(int32_t m, int32_t k, const int8_t *w, const int32_t *bias,
+                           int32_t zp_x, int32_t *out);
 
 /* Pack w[m][k] (row-major int8) and bias[m] (NULL = 0) for input zero point zp_x. Allocates
  * (load time only). */

@@ -28,12 +28,7 @@ static enum efc_status qgemm_pack_ref(int32_t m, int32_t k, const int8_t *w, con
         return efc_errf(EFC_ENOMEM, "qgemm pack: %zu bytes", bytes);
     }
     memcpy(p, w, bytes);
-    for (int32_t j = 0; j < m; j++) {
-        int64_t s = 0;
-        for (int32_t q = 0; q < k; q++)
-            s += w[(size_t)j * k + q];
-        b[j] = (int32_t)((bias != NULL ? (int64_t)bias[j] : 0) - (int64_t)zp_x * s);
-    }
+    efc_k_qgemm_fold_bias(m, k, w, bias, zp_x, b);
     out->m = m;
     out->k = k;
     out->isa = EFC_ISA_REF;

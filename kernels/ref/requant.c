@@ -48,3 +48,14 @@ enum efc_status efc_k_requant_make(double r, int32_t *mult, int32_t *shift)
     *shift = 31 - e;
     return EFC_OK;
 }
+
+void efc_k_qgemm_fold_bias(int32_t m, int32_t k, const int8_t *w, const int32_t *bias,
+                           int32_t zp_x, int32_t *out)
+{
+    for (int32_t j = 0; j < m; j++) {
+        int64_t s = 0;
+        for (int32_t q = 0; q < k; q++)
+            s += w[(size_t)j * k + q];
+        out[j] = (int32_t)((bias != NULL ? (int64_t)bias[j] : 0) - (int64_t)zp_x * s);
+    }
+}
