@@ -40,9 +40,12 @@ static double pct(const double *s, int n, double p)
 int cmd_bench(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"batch", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
-        {"runs", required_argument, 0, 'r'},  {"warmup", required_argument, 0, 'w'},
-        {"json", no_argument, 0, 'j'},        {"help", no_argument, 0, 'h'},
+        {"batch", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'},
+        {"runs", required_argument, 0, 'r'},
+        {"warmup", required_argument, 0, 'w'},
+        {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     struct efc_model *m = NULL;
@@ -145,12 +148,14 @@ int cmd_bench(int argc, char **argv)
                    (unsigned long long)allocs, cli_isa_name(), cli_blas_core());
         } else {
             printf("%s: batch %lld, %lld runs after %lld warm-up, %lld thread(s), isa %s, "
-                   "OpenBLAS %s\n", argv[optind], (long long)batch, (long long)runs,
-                   (long long)warmup, (long long)threads, cli_isa_name(), cli_blas_core());
+                   "OpenBLAS %s\n",
+                   argv[optind], (long long)batch, (long long)runs, (long long)warmup,
+                   (long long)threads, cli_isa_name(), cli_blas_core());
             printf("  latency  p50 %.3f ms   p90 %.3f ms   p99 %.3f ms\n", p50, p90, p99);
             printf("  throughput %.0f samples/s\n", thr);
             printf("  peak activations %zu bytes, weights %zu bytes, process peak RSS %llu "
-                   "bytes\n", efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e),
+                   "bytes\n",
+                   efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e),
                    (unsigned long long)cli_peak_rss_bytes());
             printf("  allocations during timed runs: %llu\n", (unsigned long long)allocs);
         }

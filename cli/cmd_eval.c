@@ -25,9 +25,9 @@ static void help(void)
 int cmd_eval(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"data", required_argument, 0, 'd'}, {"split", required_argument, 0, 's'},
+        {"data", required_argument, 0, 'd'},  {"split", required_argument, 0, 's'},
         {"batch", required_argument, 0, 'b'}, {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},       {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
     };
     const char *data = NULL, *split = "test", *path = NULL;
     struct efc_model *m = NULL;
@@ -73,7 +73,8 @@ int cmd_eval(int argc, char **argv)
         printf(",\"data\":");
         cli_json_str(stdout, d->source);
         printf(",\"samples\":%d,\"correct\":%d,\"accuracy\":%.6f,\"isa\":\"%s\","
-               "\"per_class_accuracy\":[", r.samples, r.correct, r.accuracy, cli_isa_name());
+               "\"per_class_accuracy\":[",
+               r.samples, r.correct, r.accuracy, cli_isa_name());
         for (int i = 0; i < n; i++) {
             int tot = 0;
             for (int j = 0; j < n; j++)

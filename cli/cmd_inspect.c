@@ -125,10 +125,9 @@ int cmd_inspect(int argc, char **argv)
         printf(",\"params\":%llu,\"nonzero_params\":%llu,\"param_bytes\":%llu,"
                "\"storage_bytes\":%llu,\"file_bytes\":%lld,\"macs\":%llu,"
                "\"peak_activation_bytes\":%zu,\"weight_bytes\":%zu,\"layers\":[",
-               (unsigned long long)params, (unsigned long long)nonzero,
-               (unsigned long long)pbytes, (unsigned long long)sbytes, (long long)sb.st_size,
-               (unsigned long long)macs, efc_exec_peak_activation_bytes(e),
-               efc_exec_weight_bytes(e));
+               (unsigned long long)params, (unsigned long long)nonzero, (unsigned long long)pbytes,
+               (unsigned long long)sbytes, (long long)sb.st_size, (unsigned long long)macs,
+               efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e));
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
             struct layer_params lp;
@@ -145,26 +144,28 @@ int cmd_inspect(int argc, char **argv)
                    (unsigned long long)lp.storage_bytes, lp.sparse ? "csr" : "dense",
                    precision(m, nd), (unsigned long long)efc_node_macs(m, nd));
         }
-        printf("],\"metadata\":%s}\n", m->meta_json && m->meta_json[0] == '{' ? m->meta_json
-                                                                               : "null");
+        printf("],\"metadata\":%s}\n",
+               m->meta_json && m->meta_json[0] == '{' ? m->meta_json : "null");
     } else {
         char shp[64];
         shape_str(&m->tensors[m->input], shp, sizeof(shp));
         printf("%s: model '%s' (arch %s), input %s, %d nodes\n\n", path, m->name, m->arch, shp,
                m->n_nodes);
-        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %-5s %12s\n", "#", "name",
-               "op", "output", "params", "nonzero", "bytes", "stored", "layout", "prec", "MACs");
+        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %-5s %12s\n", "#", "name", "op",
+               "output", "params", "nonzero", "bytes", "stored", "layout", "prec", "MACs");
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
             struct layer_params lp;
             node_params(m, nd, &lp);
             shape_str(&m->tensors[nd->output], shp, sizeof(shp));
-            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %-5s %12llu\n",
-                   i, nd->name, efc_op_name(nd->op), shp, (unsigned long long)lp.params,
+            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %-5s %12llu\n", i,
+                   nd->name, efc_op_name(nd->op), shp, (unsigned long long)lp.params,
                    (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
                    (unsigned long long)lp.storage_bytes,
-                   lp.sparse ? "csr" : lp.params ? "dense" : "", precision(m, nd),
-                   (unsigned long long)efc_node_macs(m, nd));
+                   lp.sparse   ? "csr"
+                   : lp.params ? "dense"
+                               : "",
+                   precision(m, nd), (unsigned long long)efc_node_macs(m, nd));
         }
         {
             int n8 = 0, n32 = 0;
@@ -174,8 +175,7 @@ int cmd_inspect(int argc, char **argv)
             if (n8) {
                 printf("\n  INT8 model: %d layers INT8, %d FP32", n8, n32);
                 for (int32_t i = 0, k = 0; i < m->n_nodes; i++)
-                    if (is_compute(m->nodes[i].op) &&
-                        !strcmp(precision(m, &m->nodes[i]), "fp32"))
+                    if (is_compute(m->nodes[i].op) && !strcmp(precision(m, &m->nodes[i]), "fp32"))
                         printf("%s%s", k++ ? ", " : ": ", m->nodes[i].name);
                 printf("\n");
             }
@@ -184,11 +184,13 @@ int cmd_inspect(int argc, char **argv)
                (unsigned long long)params, (unsigned long long)nonzero,
                params ? 100.0 * (double)(params - nonzero) / (double)params : 0.0);
         printf("  parameter bytes %llu (%llu as stored)\n  file bytes      %lld\n"
-               "  MACs per image  %llu\n", (unsigned long long)pbytes, (unsigned long long)sbytes,
-               (long long)sb.st_size, (unsigned long long)macs);
+               "  MACs per image  %llu\n",
+               (unsigned long long)pbytes, (unsigned long long)sbytes, (long long)sb.st_size,
+               (unsigned long long)macs);
         printf("  compiled (BN folded, ReLU fused): %d nodes, weights %zu bytes, "
-               "peak activations %zu bytes at batch 1\n", efc_exec_model(e)->n_nodes,
-               efc_exec_weight_bytes(e), efc_exec_peak_activation_bytes(e));
+               "peak activations %zu bytes at batch 1\n",
+               efc_exec_model(e)->n_nodes, efc_exec_weight_bytes(e),
+               efc_exec_peak_activation_bytes(e));
         if (m->meta_json)
             printf("  metadata        %s\n", m->meta_json);
     }

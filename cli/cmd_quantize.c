@@ -37,10 +37,11 @@ static enum efc_status build_meta(const struct efc_model *in, const char *policy
     char *s = efc_malloc(n);
     if (!s)
         return efc_errf(EFC_ENOMEM, "quantize: out of memory");
-    snprintf(s, n, "{\"source\":%s,\"policy\":\"%s\",\"calibration\":%s,"
+    snprintf(s, n,
+             "{\"source\":%s,\"policy\":\"%s\",\"calibration\":%s,"
              "\"int8\":{\"int8_nodes\":%d,\"fp32_nodes\":%d,\"fp32_node_names\":\"%s\","
-             "\"widened_outputs\":%d}}", src, policy, record, rep->n_int8, rep->n_fp32,
-             rep->fp32_nodes, rep->n_widened);
+             "\"widened_outputs\":%d}}",
+             src, policy, record, rep->n_int8, rep->n_fp32, rep->fp32_nodes, rep->n_widened);
     *out = s;
     return EFC_OK;
 }
@@ -48,11 +49,16 @@ static enum efc_status build_meta(const struct efc_model *in, const char *policy
 int cmd_quantize(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"calib", required_argument, 0, 'c'},      {"calib-data", required_argument, 0, 'd'},
-        {"calib-samples", required_argument, 0, 'n'}, {"percentile", required_argument, 0, 'p'},
-        {"per-tensor", no_argument, 0, 't'},       {"seed", required_argument, 0, 's'},
-        {"split", required_argument, 0, 'S'},      {"output", required_argument, 0, 'o'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0},
+        {"calib", required_argument, 0, 'c'},
+        {"calib-data", required_argument, 0, 'd'},
+        {"calib-samples", required_argument, 0, 'n'},
+        {"percentile", required_argument, 0, 'p'},
+        {"per-tensor", no_argument, 0, 't'},
+        {"seed", required_argument, 0, 's'},
+        {"split", required_argument, 0, 'S'},
+        {"output", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     const char *data = NULL, *outp = NULL, *split = "train";
     struct efc_calib_opts co;
@@ -118,8 +124,8 @@ int cmd_quantize(int argc, char **argv)
     if ((st = cli_load_model(argv[optind], &m)) || (st = cli_open_data(data, split, &d)))
         goto fail;
     fprintf(stderr, "efc quantize: calibrating %s with %s on %d of %d samples of %s\n",
-            argv[optind], efc_calib_method_name(co.method),
-            co.samples < d->n ? co.samples : d->n, d->n, d->source);
+            argv[optind], efc_calib_method_name(co.method), co.samples < d->n ? co.samples : d->n,
+            d->n, d->source);
     if ((st = efc_calib_run(m, d, &co, &cr)) || (st = efc_exec_new(m, &eo, &e)))
         goto fail;
     {
@@ -134,8 +140,10 @@ int cmd_quantize(int argc, char **argv)
             const struct efc_calib_range *r = &cr->ranges[i];
             if (r->tensor < 0 || r->tensor >= cm->n_tensors ||
                 strcmp(cm->tensors[r->tensor].name, r->name)) {
-                st = efc_errf(EFC_EINTERNAL, "quantize: calibration tensor %d '%s' does not "
-                              "match the compiled graph", r->tensor, r->name);
+                st = efc_errf(EFC_EINTERNAL,
+                              "quantize: calibration tensor %d '%s' does not "
+                              "match the compiled graph",
+                              r->tensor, r->name);
                 goto fail;
             }
             scale[r->tensor] = r->scale;
@@ -168,7 +176,8 @@ int cmd_quantize(int argc, char **argv)
                b.st_size ? (double)a.st_size / (double)b.st_size : 0.0);
         if (rep.n_widened)
             printf("note: %d layer output range(s) widened for the requantiser "
-                   "(docs/quantization.md)\n", rep.n_widened);
+                   "(docs/quantization.md)\n",
+                   rep.n_widened);
     }
     rc = 0;
     goto out;

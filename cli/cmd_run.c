@@ -56,8 +56,8 @@ int cmd_run(int argc, char **argv)
     for (int32_t i = 0; i < ndim; i++)
         total *= (size_t)dims[i];
     if (total == 0 || total % (size_t)per) {
-        st = efc_errf(EFC_EINVAL, "%s: %zu values are not a whole number of samples of %d",
-                      inp, total, per);
+        st = efc_errf(EFC_EINVAL, "%s: %zu values are not a whole number of samples of %d", inp,
+                      total, per);
         goto fail;
     }
     n = (int32_t)(total / (size_t)per);

@@ -40,13 +40,20 @@ static int32_t default_epochs(const char *arch)
 int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"arch", required_argument, 0, 'a'},   {"data", required_argument, 0, 'd'},
-        {"epochs", required_argument, 0, 'e'}, {"batch", required_argument, 0, 'b'},
-        {"lr", required_argument, 0, 'l'},     {"optim", required_argument, 0, 'p'},
-        {"sched", required_argument, 0, 'S'},  {"seed", required_argument, 0, 's'},
-        {"limit", required_argument, 0, 'n'},  {"threads", required_argument, 0, 't'},
-        {"no-eval", no_argument, 0, 'E'},      {"quiet", no_argument, 0, 'q'},
-        {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+        {"arch", required_argument, 0, 'a'},
+        {"data", required_argument, 0, 'd'},
+        {"epochs", required_argument, 0, 'e'},
+        {"batch", required_argument, 0, 'b'},
+        {"lr", required_argument, 0, 'l'},
+        {"optim", required_argument, 0, 'p'},
+        {"sched", required_argument, 0, 'S'},
+        {"seed", required_argument, 0, 's'},
+        {"limit", required_argument, 0, 'n'},
+        {"threads", required_argument, 0, 't'},
+        {"no-eval", no_argument, 0, 'E'},
+        {"quiet", no_argument, 0, 'q'},
+        {"output", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *arch = NULL, *data = NULL, *outp = NULL;
@@ -160,8 +167,10 @@ int cmd_train(int argc, char **argv)
         test = NULL;
     }
     if (to.progress)
-        fprintf(stderr, "efc train: %s on %s (%d samples), %d epochs, batch %d, %s, isa %s, "
-                "OpenBLAS %s\n", arch, train->source, train->n, to.epochs, to.batch,
+        fprintf(stderr,
+                "efc train: %s on %s (%d samples), %d epochs, batch %d, %s, isa %s, "
+                "OpenBLAS %s\n",
+                arch, train->source, train->n, to.epochs, to.batch,
                 to.optim == EFC_OPTIM_ADAM ? "adam" : "sgd", cli_isa_name(), cli_blas_core());
     if ((st = efc_train(m, train, test, &to, &rep)))
         goto fail;
@@ -176,10 +185,9 @@ int cmd_train(int argc, char **argv)
                  "\"data\":\"%s\",\"samples\":%d,\"epochs\":%d,\"batch\":%d,\"optimizer\":\"%s\","
                  "\"lr\":%g,\"seed\":%llu,\"seconds\":%.1f},\"policy\":\"fp32\","
                  "\"metrics\":{\"train_loss\":%.5f,\"test_accuracy\":%.5f}}",
-                 CLI_VERSION, date, strchr(data, '"') ? "?" : data, train->n, to.epochs,
-                 to.batch, to.optim == EFC_OPTIM_ADAM ? "adam" : "sgd", to.lr,
-                 (unsigned long long)seed, rep.seconds, rep.final_loss,
-                 rep.val_accuracy >= 0 ? rep.val_accuracy : -1.0);
+                 CLI_VERSION, date, strchr(data, '"') ? "?" : data, train->n, to.epochs, to.batch,
+                 to.optim == EFC_OPTIM_ADAM ? "adam" : "sgd", to.lr, (unsigned long long)seed,
+                 rep.seconds, rep.final_loss, rep.val_accuracy >= 0 ? rep.val_accuracy : -1.0);
         efc_free(m->meta_json);
         if (!(m->meta_json = efc_strdup(meta))) {
             st = efc_errf(EFC_ENOMEM, "out of memory");

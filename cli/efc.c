@@ -31,8 +31,9 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\n`efc <command> --help` shows the command's options.\n"
-               "Environment: EFC_ISA caps the ISA like --isa; EFC_LOG_LEVEL=error|warn|info|debug.\n");
+    fprintf(f,
+            "\n`efc <command> --help` shows the command's options.\n"
+            "Environment: EFC_ISA caps the ISA like --isa; EFC_LOG_LEVEL=error|warn|info|debug.\n");
 }
 
 int cli_fail(const char *cmd, enum efc_status st)

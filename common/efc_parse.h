@@ -10,7 +10,6 @@
 enum efc_status efc_parse_i64(const char *s, int64_t min, int64_t max, const char *what,
                               int64_t *out);
 /* EFC_EINVAL if s is not a finite number in [min, max]. */
-enum efc_status efc_parse_f64(const char *s, double min, double max, const char *what,
-                              double *out);
+enum efc_status efc_parse_f64(const char *s, double min, double max, const char *what, double *out);
 
 #endif

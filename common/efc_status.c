@@ -8,9 +8,9 @@ static _Thread_local char detail[512];
 const char *efc_status_str(enum efc_status s)
 {
     static const char *const names[EFC_STATUS_COUNT] = {
-        "OK", "ENOMEM", "EINVAL", "EPROTO", "EIO", "ENOSPC", "ETIMEDOUT", "ENOTFOUND",
-        "EEXIST", "EBUSY", "ENET", "ETLS", "ESIG", "EHASH", "EVERSION", "EUNSUPPORTED",
-        "ECANCELED", "EINTERNAL",
+        "OK",        "ENOMEM",    "EINVAL",   "EPROTO",       "EIO",       "ENOSPC",
+        "ETIMEDOUT", "ENOTFOUND", "EEXIST",   "EBUSY",        "ENET",      "ETLS",
+        "ESIG",      "EHASH",     "EVERSION", "EUNSUPPORTED", "ECANCELED", "EINTERNAL",
     };
     if ((unsigned)s >= EFC_STATUS_COUNT)
         return "EUNKNOWN";

@@ -11,21 +11,21 @@
 
 enum efc_status {
     EFC_OK = 0,
-    EFC_ENOMEM = 1,       /* allocation failed */
-    EFC_EINVAL = 2,       /* invalid argument: a caller bug or bad option */
-    EFC_EPROTO = 3,       /* malformed data from a file or a peer */
-    EFC_EIO = 4,          /* I/O error; errno is left intact */
-    EFC_ENOSPC = 5,       /* no space left; errno is left intact */
+    EFC_ENOMEM = 1, /* allocation failed */
+    EFC_EINVAL = 2, /* invalid argument: a caller bug or bad option */
+    EFC_EPROTO = 3, /* malformed data from a file or a peer */
+    EFC_EIO = 4,    /* I/O error; errno is left intact */
+    EFC_ENOSPC = 5, /* no space left; errno is left intact */
     EFC_ETIMEDOUT = 6,
-    EFC_ENOTFOUND = 7,    /* file, dataset, key or name not found */
+    EFC_ENOTFOUND = 7, /* file, dataset, key or name not found */
     EFC_EEXIST = 8,
     EFC_EBUSY = 9,
     EFC_ENET = 10,
     EFC_ETLS = 11,
-    EFC_ESIG = 12,        /* signature check failed */
-    EFC_EHASH = 13,       /* checksum or digest mismatch */
-    EFC_EVERSION = 14,    /* stale or incompatible version */
-    EFC_EUNSUPPORTED = 15,/* op, dtype or ISA not supported */
+    EFC_ESIG = 12,         /* signature check failed */
+    EFC_EHASH = 13,        /* checksum or digest mismatch */
+    EFC_EVERSION = 14,     /* stale or incompatible version */
+    EFC_EUNSUPPORTED = 15, /* op, dtype or ISA not supported */
     EFC_ECANCELED = 16,
     EFC_EINTERNAL = 17,
     EFC_STATUS_COUNT /* never use */

@@ -134,8 +134,8 @@ static void dense(struct builder *b, const char *name, int32_t out)
 }
 
 /* conv (no bias) + BN + ReLU, the unit of cnn-bn and dwsep. */
-static void conv_bn_relu(struct builder *b, const char *name, int32_t oc, int32_t k,
-                         int32_t stride, int32_t groups)
+static void conv_bn_relu(struct builder *b, const char *name, int32_t oc, int32_t k, int32_t stride,
+                         int32_t groups)
 {
     char n1[EFC_NAME_MAX], n2[EFC_NAME_MAX];
     snprintf(n1, sizeof(n1), "%s.bn", name);
@@ -216,15 +216,16 @@ enum efc_status efc_arch_build(const char *name, uint64_t seed, struct efc_model
         if (!strcmp(name, archs[i].name))
             break;
     if (i == sizeof(archs) / sizeof(archs[0]))
-        return efc_errf(EFC_ENOTFOUND, "unknown architecture '%s' (built in: mlp, lenet5, "
-                        "cnn-bn, dwsep)", name);
+        return efc_errf(EFC_ENOTFOUND,
+                        "unknown architecture '%s' (built in: mlp, lenet5, "
+                        "cnn-bn, dwsep)",
+                        name);
     if ((b.st = efc_model_new(&b.m)))
         return b.st;
     efc_rng_init(&b.rng, seed);
     snprintf(b.m->name, sizeof(b.m->name), "%s", name);
     snprintf(b.m->arch, sizeof(b.m->arch), "%s", name);
-    b.st = efc_model_add_tensor(b.m, "input", EFC_DTYPE_F32, 3, in_dims, EFC_TENSOR_INPUT,
-                                &b.cur);
+    b.st = efc_model_add_tensor(b.m, "input", EFC_DTYPE_F32, 3, in_dims, EFC_TENSOR_INPUT, &b.cur);
     b.c = 1;
     b.h = b.w = 28;
     if (!b.st)

@@ -22,7 +22,7 @@
 
 struct step {
     struct efc_node *n;
-    struct efc_qstep *q; /* INT8 step (exec_q.c), or NULL */
+    struct efc_qstep *q;          /* INT8 step (exec_q.c), or NULL */
     float *aux_scale, *aux_shift; /* unfused BatchNorm as a channel affine */
 };
 
@@ -31,13 +31,13 @@ struct efc_exec {
     int32_t max_batch;
     struct step *steps;
     int32_t n_steps;
-    size_t *offset;  /* per tensor: byte offset in the arena (activations) */
-    int32_t *root;   /* per tensor: the tensor whose buffer it uses */
+    size_t *offset; /* per tensor: byte offset in the arena (activations) */
+    int32_t *root;  /* per tensor: the tensor whose buffer it uses */
     uint8_t *arena;
     size_t arena_bytes, scratch_bytes;
     float *scratch;
     size_t weight_bytes;
-    float *aux;      /* storage for aux_scale/aux_shift */
+    float *aux; /* storage for aux_scale/aux_shift */
     efc_exec_observer_fn observer;
     void *observer_ctx;
 };
@@ -266,7 +266,7 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
     if (e->m->tensors[e->m->input].dtype != EFC_DTYPE_F32 ||
         e->m->tensors[e->m->output].dtype != EFC_DTYPE_F32) {
         st = efc_errf(EFC_EUNSUPPORTED, "exec: model input and output must be f32 (an INT8 "
-                      "model quantises its input and dequantises its output)");
+                                        "model quantises its input and dequantises its output)");
         goto fail;
     }
     if (!(hwc = efc_malloc((size_t)e->m->n_tensors * sizeof(*hwc))))
@@ -375,8 +375,7 @@ static const float *param_data(const struct efc_exec *e, int32_t t)
     return t >= 0 ? e->m->tensors[t].data : NULL;
 }
 
-enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch,
-                             const float **out)
+enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch, const float **out)
 {
     const struct efc_kernel_table *k = efc_kernels();
     struct efc_model *m = e->m;
@@ -511,7 +510,9 @@ enum efc_status efc_eval(const struct efc_model *m, const struct efc_dataset *d,
         return st;
     per = efc_exec_input_size(e);
     if ((size_t)per != efc_dataset_sample_size(d)) {
-        st = efc_errf(EFC_EINVAL, "eval: model takes %d values per sample, data set %s has %zu",
+        st = efc_errf(EFC_EINVAL,
+                      "eval: model takes %d values per sample, data set %s has %zu values per "
+                      "sample",
                       per, d->source, efc_dataset_sample_size(d));
         goto out;
     }

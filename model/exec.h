@@ -1,9 +1,9 @@
 /* exec.h — the FP32 graph executor.
  *
- * efc_exec_new compiles a model once (FP32 or INT8, model.h): copies it, folds BatchNorm into the preceding conv /
- * dense, fuses ReLU / ReLU6 into their producer, infers shapes for max_batch, and plans one
- * activation arena with liveness-based buffer reuse (plus kernel scratch). efc_exec_run then
- * runs with no allocation. The executor reports the planned peak activation bytes (arena +
+ * efc_exec_new compiles a model once (FP32 or INT8, model.h): copies it, folds BatchNorm into the
+ * preceding conv / dense, fuses ReLU / ReLU6 into their producer, infers shapes for max_batch, and
+ * plans one activation arena with liveness-based buffer reuse (plus kernel scratch). efc_exec_run
+ * then runs with no allocation. The executor reports the planned peak activation bytes (arena +
  * scratch) and the weight bytes. Input to efc_exec_run is raw data (as stored in the data
  * set); the model's input normalisation is applied inside, so a model always receives data
  * the way it was trained. Thread rule: one thread per executor (OpenBLAS may use its own

@@ -28,11 +28,11 @@ int efc_exec_q_is_int8(const struct efc_model *m, const struct efc_node *n);
 /* Prepare node n (packs weights, derives requantisation); *scratch_bytes = what one run needs
  * at batch max_batch. Allocates (load time only). */
 enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *hwc,
-                              const struct efc_node *n, int32_t max_batch,
-                              struct efc_qstep **out, size_t *scratch_bytes);
+                              const struct efc_node *n, int32_t max_batch, struct efc_qstep **out,
+                              size_t *scratch_bytes);
 /* Run it: x (and x2 for Add) in, y out, scratch as sized by efc_qstep_new. No allocation. */
-void efc_qstep_run(const struct efc_qstep *s, int32_t batch, const void *x, const void *x2,
-                   void *y, void *scratch);
+void efc_qstep_run(const struct efc_qstep *s, int32_t batch, const void *x, const void *x2, void *y,
+                   void *scratch);
 void efc_qstep_free(struct efc_qstep *s);
 /* Bytes of weights the step reads at run time (packed weights, bias, requantisation). */
 size_t efc_qstep_weight_bytes(const struct efc_qstep *s);

@@ -13,8 +13,18 @@
 /* im2row rows per GEMM call: about 64 KiB of patches, so they stay in L2 with the weights. */
 #define IM2ROW_BYTES 65536
 
-enum qkind { Q_CONV, Q_CONV1X1, Q_DENSE, Q_DW, Q_MAXPOOL, Q_AVGPOOL, Q_GAP, Q_ADD, Q_QUANT,
-             Q_DEQUANT };
+enum qkind {
+    Q_CONV,
+    Q_CONV1X1,
+    Q_DENSE,
+    Q_DW,
+    Q_MAXPOOL,
+    Q_AVGPOOL,
+    Q_GAP,
+    Q_ADD,
+    Q_QUANT,
+    Q_DEQUANT
+};
 
 struct efc_qstep {
     enum qkind kind;
@@ -59,8 +69,10 @@ enum efc_status efc_exec_q_layouts(const struct efc_model *m, struct efc_hwc *hw
         if (n->op == EFC_OP_FLATTEN || n->op == EFC_OP_RESHAPE) {
             hwc[n->output] = hwc[n->inputs[0]];
             if (hwc[n->output].c && y->ndim != 1)
-                return efc_errf(EFC_EUNSUPPORTED, "node '%s': reshape of an NHWC u8 tensor "
-                                "to a non-flat shape", n->name);
+                return efc_errf(EFC_EUNSUPPORTED,
+                                "node '%s': reshape of an NHWC u8 tensor "
+                                "to a non-flat shape",
+                                n->name);
         } else if (y->ndim == 3 && y->dims[0] > 1 && y->dims[1] * y->dims[2] > 1) {
             hwc[n->output].c = y->dims[0];
             hwc[n->output].h = y->dims[1];
@@ -97,8 +109,10 @@ static enum efc_status make_requant(struct efc_qstep *s, const struct efc_model 
     for (int32_t i = 0; i < cnt; i++) {
         double r = (double)x->scale[0] * w->scale[i] / y->scale[0];
         if (efc_k_requant_make(r, &s->mult[i], &s->shift[i]) != EFC_OK)
-            return efc_errf(EFC_EPROTO, "node '%s': requantisation multiplier %g of channel %d "
-                            "is not in [0, 1) (output range too narrow)", n->name, r, i);
+            return efc_errf(EFC_EPROTO,
+                            "node '%s': requantisation multiplier %g of channel %d "
+                            "is not in [0, 1) (output range too narrow)",
+                            n->name, r, i);
     }
     s->rq.mult = s->mult;
     s->rq.shift = s->shift;
@@ -115,7 +129,7 @@ static const int32_t *bias_of(const struct efc_model *m, const struct efc_node *
 
 /* Conv weights OIHW -> O(kh kw C), the order im2row writes, then pack. */
 static enum efc_status prep_conv(struct efc_qstep *s, const struct efc_model *m,
-                                 const struct efc_node *n, int32_t max_batch, size_t *scratch)
+                                 const struct efc_node *n, size_t *scratch)
 {
     const struct efc_tensor *wt = &m->tensors[n->inputs[1]];
     struct efc_conv_geom *g = &s->cg;
@@ -123,7 +137,6 @@ static enum efc_status prep_conv(struct efc_qstep *s, const struct efc_model *m,
     const int8_t *w = wt->data;
     int8_t *wr = efc_malloc((size_t)g->oc * (size_t)K);
     enum efc_status st;
-    (void)max_batch;
 
     if (!wr)
         return efc_errf(EFC_ENOMEM, "exec: out of memory");
@@ -193,7 +206,8 @@ static enum efc_status prep_dense(struct efc_qstep *s, const struct efc_model *m
         for (int32_t o = 0; o < out; o++)
             for (int32_t c = 0; c < p->c; c++)
                 for (int32_t i = 0; i < hw; i++)
-                    wr[(size_t)o * in + (size_t)i * p->c + c] = w[(size_t)o * in + (size_t)c * hw + i];
+                    wr[(size_t)o * in + (size_t)i * p->c + c] =
+                        w[(size_t)o * in + (size_t)c * hw + i];
         w = wr;
     }
     st = s->k->qgemm->pack(out, in, w, bias_of(m, n), s->zp_x, &s->w);
@@ -202,8 +216,8 @@ static enum efc_status prep_dense(struct efc_qstep *s, const struct efc_model *m
 }
 
 enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *hwc,
-                              const struct efc_node *n, int32_t max_batch,
-                              struct efc_qstep **out, size_t *scratch)
+                              const struct efc_node *n, int32_t max_batch, struct efc_qstep **out,
+                              size_t *scratch)
 {
     struct efc_qstep *s = efc_calloc(1, sizeof(*s));
     const struct efc_tensor *x = &m->tensors[n->inputs[0]], *y = &m->tensors[n->output];
@@ -223,13 +237,14 @@ enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *h
         if ((st = make_requant(s, m, n, s->cg.oc)))
             break;
         if (s->cg.groups == 1)
-            st = prep_conv(s, m, n, max_batch, scratch);
+            st = prep_conv(s, m, n, scratch);
         else if (s->cg.groups == s->cg.c)
             st = prep_dw(s, m, n);
         else
-            st = efc_errf(EFC_EUNSUPPORTED, "node '%s': INT8 grouped conv (groups %d of %d "
-                          "channels) is not supported; keep it FP32", n->name, s->cg.groups,
-                          s->cg.c);
+            st = efc_errf(EFC_EUNSUPPORTED,
+                          "node '%s': INT8 grouped conv (groups %d of %d "
+                          "channels) is not supported; keep it FP32",
+                          n->name, s->cg.groups, s->cg.c);
         break;
     case EFC_OP_DENSE:
         if (!(st = make_requant(s, m, n, m->tensors[n->inputs[1]].dims[0])))
@@ -250,13 +265,15 @@ enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *h
         int32_t lo, hi;
         s->kind = Q_ADD;
         if (memcmp(&hwc[n->inputs[0]], &hwc[n->inputs[1]], sizeof(*hwc)))
-            st = efc_errf(EFC_EUNSUPPORTED, "node '%s': Add of u8 tensors in different "
-                          "layouts", n->name);
+            st = efc_errf(EFC_EUNSUPPORTED,
+                          "node '%s': Add of u8 tensors in different "
+                          "layouts",
+                          n->name);
         act_clamp(n->a.act, q->scale[0], q->zero_point[0], &lo, &hi);
         if (!st)
-            st = efc_k_qadd_params_make(a->scale[0], a->zero_point[0], b->scale[0],
-                                        b->zero_point[0], q->scale[0], q->zero_point[0], lo,
-                                        hi, &s->add);
+            st =
+                efc_k_qadd_params_make(a->scale[0], a->zero_point[0], b->scale[0], b->zero_point[0],
+                                       q->scale[0], q->zero_point[0], lo, hi, &s->add);
         break;
     }
     case EFC_OP_QUANTIZE:
@@ -301,7 +318,8 @@ size_t efc_qstep_weight_bytes(const struct efc_qstep *s)
 {
     size_t b = s->w.packed_bytes + (size_t)s->w.m * sizeof(int32_t);
     if (s->mult)
-        b += 2 * sizeof(int32_t) * (s->rq.per_tensor ? 1 : (size_t)(s->kind == Q_DW ? s->cg.oc : s->w.m));
+        b += 2 * sizeof(int32_t) *
+             (s->rq.per_tensor ? 1 : (size_t)(s->kind == Q_DW ? s->cg.oc : s->w.m));
     if (s->dw_w)
         b += (size_t)s->cg.kh * s->cg.kw * s->cg.oc + (size_t)s->cg.oc * sizeof(int32_t);
     return b;
@@ -341,8 +359,8 @@ void efc_qstep_run(const struct efc_qstep *s, int32_t batch, const void *xv, con
             for (int32_t p0 = 0; p0 < P; p0 += s->rows_chunk) {
                 int32_t np = P - p0 < s->rows_chunk ? P - p0 : s->rows_chunk;
                 k->im2row_u8(g, xi, (uint8_t)s->zp_x, p0, np, scratch, (size_t)s->kdim);
-                k->qgemm->run(&s->w, &s->rq, np, scratch, (size_t)s->kdim,
-                              yi + (size_t)p0 * g->oc, (size_t)g->oc);
+                k->qgemm->run(&s->w, &s->rq, np, scratch, (size_t)s->kdim, yi + (size_t)p0 * g->oc,
+                              (size_t)g->oc);
             }
         }
         break;

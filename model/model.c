@@ -41,8 +41,9 @@ const char *efc_dtype_name(enum efc_dtype t)
 const char *efc_op_name(enum efc_op op)
 {
     static const char *const names[EFC_OP_COUNT] = {
-        "?", "Dense", "Conv2d", "ReLU", "ReLU6", "MaxPool", "AvgPool", "GlobalAvgPool",
-        "Flatten", "Reshape", "Add", "BatchNorm", "Softmax", "Quantize", "Dequantize",
+        "?",       "Dense",     "Conv2d",        "ReLU",     "ReLU6",
+        "MaxPool", "AvgPool",   "GlobalAvgPool", "Flatten",  "Reshape",
+        "Add",     "BatchNorm", "Softmax",       "Quantize", "Dequantize",
     };
     if ((unsigned)op >= EFC_OP_COUNT)
         return "?";
@@ -245,8 +246,10 @@ enum efc_status efc_tensor_sparsify(struct efc_model *m, int32_t ti)
         return efc_errf(EFC_EINVAL, "sparsify: tensor %d '%s' is not a parameter with data", ti,
                         t->name);
     if (numel > INT32_MAX)
-        return efc_errf(EFC_EINVAL, "sparsify: tensor %d '%s': %zu elements, CSR indices are "
-                        "32-bit", ti, t->name, numel);
+        return efc_errf(EFC_EINVAL,
+                        "sparsify: tensor %d '%s': %zu elements, CSR indices are "
+                        "32-bit",
+                        ti, t->name, numel);
     es = efc_dtype_size(t->dtype);
     src = t->data;
     for (size_t i = 0; i < numel; i++)
@@ -302,8 +305,7 @@ enum efc_status efc_tensor_densify(struct efc_model *m, int32_t ti)
     es = efc_dtype_size(t->dtype);
     n = efc_tensor_bytes(t);
     if (!(d = efc_malloc_aligned(64, n)))
-        return efc_errf(EFC_ENOMEM, "densify: tensor '%s': out of memory (%zu bytes)", t->name,
-                        n);
+        return efc_errf(EFC_ENOMEM, "densify: tensor '%s': out of memory (%zu bytes)", t->name, n);
     memset(d, 0, n);
     src = t->data;
     for (int32_t r = 0; r < s->rows; r++)
@@ -376,7 +378,8 @@ static enum efc_status check_dtypes(const struct efc_model *m, int32_t ni)
                     efc_dtype_name(x->dtype));
     if (q && !act_qparams_ok(x))
         return FAIL("node %d '%s': u8 input '%s' needs per-tensor qparams (scale > 0, zero "
-                    "point 0..255)", ni, n->name, x->name);
+                    "point 0..255)",
+                    ni, n->name, x->name);
     if (n->op == EFC_OP_QUANTIZE)
         want_y = EFC_DTYPE_U8;
     if (n->op == EFC_OP_DEQUANTIZE)
@@ -392,19 +395,22 @@ static enum efc_status check_dtypes(const struct efc_model *m, int32_t ni)
         return FAIL("node %d '%s' (%s): output must be %s", ni, n->name, efc_op_name(n->op),
                     efc_dtype_name(want_y));
     if (want_y == EFC_DTYPE_U8 && !act_qparams_ok(y))
-        return FAIL("node %d '%s': u8 output '%s' needs per-tensor qparams", ni, n->name,
-                    y->name);
-    if (q && (n->op == EFC_OP_MAXPOOL || n->op == EFC_OP_AVGPOOL || n->op == EFC_OP_GAVGPOOL ||
-              n->op == EFC_OP_FLATTEN || n->op == EFC_OP_RESHAPE) && !same_qparams(x, y))
+        return FAIL("node %d '%s': u8 output '%s' needs per-tensor qparams", ni, n->name, y->name);
+    if (q &&
+        (n->op == EFC_OP_MAXPOOL || n->op == EFC_OP_AVGPOOL || n->op == EFC_OP_GAVGPOOL ||
+         n->op == EFC_OP_FLATTEN || n->op == EFC_OP_RESHAPE) &&
+        !same_qparams(x, y))
         return FAIL("node %d '%s' (%s): u8 output must keep the input's qparams", ni, n->name,
                     efc_op_name(n->op));
     if (q && n->op == EFC_OP_ADD &&
-        (m->tensors[n->inputs[1]].dtype != EFC_DTYPE_U8 || !act_qparams_ok(&m->tensors[n->inputs[1]])))
+        (m->tensors[n->inputs[1]].dtype != EFC_DTYPE_U8 ||
+         !act_qparams_ok(&m->tensors[n->inputs[1]])))
         return FAIL("node %d '%s' (Add): both inputs must be u8 with qparams", ni, n->name);
     if (q && (n->op == EFC_OP_DENSE || n->op == EFC_OP_CONV2D) &&
         !weight_qparams_ok(&m->tensors[n->inputs[1]]))
         return FAIL("node %d '%s' (%s): i8 weight needs symmetric qparams per tensor or per "
-                    "output channel", ni, n->name, efc_op_name(n->op));
+                    "output channel",
+                    ni, n->name, efc_op_name(n->op));
     return EFC_OK;
 }
 
@@ -427,8 +433,8 @@ static int32_t window_out(int32_t in, int32_t k, int32_t s, int32_t p0, int32_t 
     return (int32_t)(span / s + 1);
 }
 
-static enum efc_status check_window(const struct efc_node *n, int32_t ni, const struct efc_tensor *x,
-                                    int32_t *oh, int32_t *ow)
+static enum efc_status check_window(const struct efc_node *n, int32_t ni,
+                                    const struct efc_tensor *x, int32_t *oh, int32_t *ow)
 {
     const struct efc_node_attrs *a = &n->a;
     if (x->ndim != 3)
@@ -441,9 +447,10 @@ static enum efc_status check_window(const struct efc_node *n, int32_t ni, const 
     *ow = window_out(x->dims[2], a->kernel[1], a->stride[1], a->pad[1], a->pad[3]);
     if (*oh < 1 || *ow < 1)
         return FAIL("node %d '%s' (%s): kernel %dx%d stride %dx%d pad %d,%d,%d,%d does not fit "
-                    "input %dx%d", ni, n->name, efc_op_name(n->op), a->kernel[0], a->kernel[1],
-                    a->stride[0], a->stride[1], a->pad[0], a->pad[1], a->pad[2], a->pad[3],
-                    x->dims[1], x->dims[2]);
+                    "input %dx%d",
+                    ni, n->name, efc_op_name(n->op), a->kernel[0], a->kernel[1], a->stride[0],
+                    a->stride[1], a->pad[0], a->pad[1], a->pad[2], a->pad[3], x->dims[1],
+                    x->dims[2]);
     return EFC_OK;
 }
 
@@ -492,8 +499,8 @@ static enum efc_status infer_node(struct efc_model *m, int32_t ni)
         if (x->dtype == EFC_DTYPE_U8) /* INT8 conv / dense: i8 weight, i32 bias */
             dt = i == 1 ? EFC_DTYPE_I8 : EFC_DTYPE_I32;
         if (!param_ok(m, n->inputs[i], dt))
-            return FAIL("node %d '%s' (%s): input %d must be a %s parameter tensor with data",
-                        ni, n->name, efc_op_name(n->op), i, efc_dtype_name(dt));
+            return FAIL("node %d '%s' (%s): input %d must be a %s parameter tensor with data", ni,
+                        n->name, efc_op_name(n->op), i, efc_dtype_name(dt));
     }
     if ((unsigned)n->a.act > EFC_ACT_RELU6)
         return FAIL("node %d '%s': bad fused activation %d", ni, n->name, n->a.act);
@@ -538,8 +545,8 @@ static enum efc_status infer_node(struct efc_model *m, int32_t ni)
             return st;
         if (n->a.pad[0] >= n->a.kernel[0] || n->a.pad[1] >= n->a.kernel[1] ||
             n->a.pad[2] >= n->a.kernel[0] || n->a.pad[3] >= n->a.kernel[1])
-            return FAIL("node %d '%s' (%s): padding must be smaller than the kernel", ni,
-                        n->name, efc_op_name(n->op));
+            return FAIL("node %d '%s' (%s): padding must be smaller than the kernel", ni, n->name,
+                        efc_op_name(n->op));
         od[1] = oh;
         od[2] = ow;
         break;
@@ -594,8 +601,8 @@ static enum efc_status infer_node(struct efc_model *m, int32_t ni)
         int32_t c = x->dims[0];
         for (int32_t i = 1; i < 5; i++)
             if (!shape_is(&m->tensors[n->inputs[i]], 1, &c))
-                return FAIL("node %d '%s' (BatchNorm): parameter %d must be [%d]", ni, n->name,
-                            i, c);
+                return FAIL("node %d '%s' (BatchNorm): parameter %d must be [%d]", ni, n->name, i,
+                            c);
         if (!(n->a.eps > 0.0f) || !(n->a.eps < 1.0f) || !(n->a.momentum >= 0.0f) ||
             !(n->a.momentum <= 1.0f))
             return FAIL("node %d '%s' (BatchNorm): eps/momentum out of range", ni, n->name);
@@ -629,8 +636,8 @@ static enum efc_status check_sparse(const struct efc_tensor *t, int32_t i, size_
     if (s->layout != EFC_LAYOUT_CSR)
         return FAIL("tensor %d '%s': unknown sparse layout %d", i, t->name, (int)s->layout);
     if (s->rows != t->dims[0] || s->cols < 1 || (size_t)s->rows * (size_t)s->cols != numel)
-        return FAIL("tensor %d '%s': CSR %dx%d does not match the shape (%d rows, %zu elements)",
-                    i, t->name, s->rows, s->cols, t->dims[0], numel);
+        return FAIL("tensor %d '%s': CSR %dx%d does not match the shape (%d rows, %zu elements)", i,
+                    t->name, s->rows, s->cols, t->dims[0], numel);
     if (s->nnz < 0 || (size_t)s->nnz > numel)
         return FAIL("tensor %d '%s': CSR nnz %d outside 0..%zu", i, t->name, s->nnz, numel);
     if (!s->row_ptr || !s->col_idx)
@@ -641,17 +648,18 @@ static enum efc_status check_sparse(const struct efc_tensor *t, int32_t i, size_
     for (int32_t r = 0; r < s->rows; r++)
         if (s->row_ptr[r + 1] < s->row_ptr[r] || s->row_ptr[r + 1] > s->nnz)
             return FAIL("tensor %d '%s': CSR row_ptr[%d] = %d after %d: not non-decreasing "
-                        "within 0..nnz %d", i, t->name, r + 1, s->row_ptr[r + 1], s->row_ptr[r],
-                        s->nnz);
+                        "within 0..nnz %d",
+                        i, t->name, r + 1, s->row_ptr[r + 1], s->row_ptr[r], s->nnz);
     for (int32_t r = 0; r < s->rows; r++)
         for (int32_t k = s->row_ptr[r]; k < s->row_ptr[r + 1]; k++) {
             int32_t c = s->col_idx[k];
             if (c < 0 || c >= s->cols)
-                return FAIL("tensor %d '%s': CSR row %d: column %d outside 0..%d", i, t->name,
-                            r, c, s->cols - 1);
+                return FAIL("tensor %d '%s': CSR row %d: column %d outside 0..%d", i, t->name, r, c,
+                            s->cols - 1);
             if (k > s->row_ptr[r] && c <= s->col_idx[k - 1])
                 return FAIL("tensor %d '%s': CSR row %d: columns %d, %d not strictly "
-                            "increasing", i, t->name, r, s->col_idx[k - 1], c);
+                            "increasing",
+                            i, t->name, r, s->col_idx[k - 1], c);
         }
     return EFC_OK;
 }
@@ -693,12 +701,12 @@ enum efc_status efc_model_check(struct efc_model *m)
     if (m->norm.n < 0 || m->norm.n > EFC_NORM_MAX_CH)
         return FAIL("model '%s': bad input normalisation count %d", m->name, m->norm.n);
     for (int32_t c = 0; c < m->norm.n; c++)
-        if (!isfinite(m->norm.scale[c]) || !isfinite(m->norm.mean[c]) ||
-            !(m->norm.std[c] > 0.0f) || !isfinite(m->norm.std[c]))
+        if (!isfinite(m->norm.scale[c]) || !isfinite(m->norm.mean[c]) || !(m->norm.std[c] > 0.0f) ||
+            !isfinite(m->norm.std[c]))
             return FAIL("model '%s': bad input normalisation for channel %d", m->name, c);
     if (m->norm.n > 1 && m->norm.n != m->tensors[m->input].dims[0])
-        return FAIL("model '%s': normalisation has %d channels, input has %d", m->name,
-                    m->norm.n, m->tensors[m->input].dims[0]);
+        return FAIL("model '%s': normalisation has %d channels, input has %d", m->name, m->norm.n,
+                    m->tensors[m->input].dims[0]);
 
     defined = efc_calloc((size_t)m->n_tensors, 1);
     if (!defined)
@@ -719,11 +727,11 @@ enum efc_status efc_model_check(struct efc_model *m)
             if (t == -1 && i > 0)
                 continue;
             if (t < 0 || t >= m->n_tensors)
-                st = FAIL("node %d '%s': input %d tensor index %d out of range", ni, n->name, i,
-                          t);
+                st = FAIL("node %d '%s': input %d tensor index %d out of range", ni, n->name, i, t);
             else if (!(m->tensors[t].flags & EFC_TENSOR_PARAM) && !defined[t])
                 st = FAIL("node %d '%s': input '%s' used before it is produced (nodes must be "
-                          "in topological order)", ni, n->name, m->tensors[t].name);
+                          "in topological order)",
+                          ni, n->name, m->tensors[t].name);
         }
         if (st)
             break;
@@ -821,8 +829,7 @@ oom:
     return efc_errf(EFC_ENOMEM, "model clone: out of memory");
 }
 
-void efc_model_normalize(const struct efc_model *m, const float *raw, float *out,
-                         int32_t n_samples)
+void efc_model_normalize(const struct efc_model *m, const float *raw, float *out, int32_t n_samples)
 {
     const struct efc_tensor *in = &m->tensors[m->input];
     size_t per = efc_tensor_numel(in);

@@ -44,8 +44,8 @@ static enum efc_status set_qparams(struct efc_tensor *t, int32_t n, const float 
 }
 
 /* A new activation in q named after compiled tensor ct plus a suffix; a u8 one takes (s, z). */
-static enum efc_status new_act(struct lower *L, int32_t ct, const char *suffix,
-                               enum efc_dtype dt, float s, int32_t z, int32_t *out)
+static enum efc_status new_act(struct lower *L, int32_t ct, const char *suffix, enum efc_dtype dt,
+                               float s, int32_t z, int32_t *out)
 {
     char name[EFC_NAME_MAX];
     enum efc_status st;
@@ -103,15 +103,15 @@ static enum efc_status get_f32(struct lower *L, int32_t t, int32_t *out)
 static enum efc_status copy_param(struct lower *L, int32_t ct, int32_t *out)
 {
     const struct efc_tensor *s = &L->c->tensors[ct];
-    enum efc_status st = efc_model_add_tensor(L->q, s->name, EFC_DTYPE_F32, s->ndim, s->dims,
-                                              EFC_TENSOR_PARAM, out);
+    enum efc_status st =
+        efc_model_add_tensor(L->q, s->name, EFC_DTYPE_F32, s->ndim, s->dims, EFC_TENSOR_PARAM, out);
     if (!st)
         memcpy(L->q->tensors[*out].data, s->data, efc_tensor_bytes(s));
     return st;
 }
 
-void efc_quant_weights(const float *w, int32_t n_ch, int32_t per, int32_t per_tensor,
-                       int8_t *q, float *s)
+void efc_quant_weights(const float *w, int32_t n_ch, int32_t per, int32_t per_tensor, int8_t *q,
+                       float *s)
 {
     float all = 0.0f;
     for (int32_t c = 0; c < n_ch; c++) {
@@ -161,8 +161,8 @@ static enum efc_status lower_gemm_layer(struct lower *L, const struct efc_node *
     sw = efc_malloc((size_t)oc * sizeof(float));
     if (!sw)
         return efc_errf(EFC_ENOMEM, "quantize: out of memory");
-    if ((st = efc_model_add_tensor(L->q, w->name, EFC_DTYPE_I8, w->ndim, w->dims,
-                                   EFC_TENSOR_PARAM, &wi)))
+    if ((st = efc_model_add_tensor(L->q, w->name, EFC_DTYPE_I8, w->ndim, w->dims, EFC_TENSOR_PARAM,
+                                   &wi)))
         goto out;
     efc_quant_weights(w->data, oc, per, L->per_tensor, L->q->tensors[wi].data, sw);
     if ((st = set_qparams(&L->q->tensors[wi], L->per_tensor ? 1 : oc, sw, NULL)))
@@ -173,8 +173,8 @@ static enum efc_status lower_gemm_layer(struct lower *L, const struct efc_node *
         const struct efc_tensor *b = &c->tensors[n->inputs[2]];
         const float *bf = b->data;
         int32_t *bq;
-        if ((st = efc_model_add_tensor(L->q, b->name, EFC_DTYPE_I32, 1, &oc, EFC_TENSOR_PARAM,
-                                       &bi)))
+        if ((st =
+                 efc_model_add_tensor(L->q, b->name, EFC_DTYPE_I32, 1, &oc, EFC_TENSOR_PARAM, &bi)))
             goto out;
         bq = L->q->tensors[bi].data;
         for (int32_t m = 0; m < oc; m++) {
@@ -202,8 +202,8 @@ static void note_fp32(struct lower *L, const struct efc_node *n)
 {
     size_t len = strlen(L->rep->fp32_nodes);
     L->rep->n_fp32++;
-    snprintf(L->rep->fp32_nodes + len, sizeof(L->rep->fp32_nodes) - len, "%s%s",
-             len ? "," : "", n->name);
+    snprintf(L->rep->fp32_nodes + len, sizeof(L->rep->fp32_nodes) - len, "%s%s", len ? "," : "",
+             n->name);
 }
 
 static enum efc_status lower_fp32(struct lower *L, const struct efc_node *n)
@@ -298,9 +298,9 @@ static enum efc_status lower_node(struct lower *L, const struct efc_node *n)
     return lower_fp32(L, n);
 }
 
-enum efc_status efc_quant_lower(const struct efc_model *c, const float *scale,
-                                const int32_t *zp, const struct efc_quant_opts *o,
-                                struct efc_model **out, struct efc_quant_report *rep)
+enum efc_status efc_quant_lower(const struct efc_model *c, const float *scale, const int32_t *zp,
+                                const struct efc_quant_opts *o, struct efc_model **out,
+                                struct efc_quant_report *rep)
 {
     struct lower L = {0};
     struct efc_quant_report dummy;
@@ -316,10 +316,12 @@ enum efc_status efc_quant_lower(const struct efc_model *c, const float *scale,
     L.zp = zp;
     L.per_tensor = o && o->per_tensor_weights;
     for (int32_t t = 0; t < c->n_tensors; t++)
-        if (c->tensors[t].sparse || (c->tensors[t].flags & EFC_TENSOR_PARAM &&
-                                     c->tensors[t].dtype != EFC_DTYPE_F32))
-            return efc_errf(EFC_EINVAL, "quantize: tensor '%s' is not a dense f32 parameter "
-                            "(the input must be a compiled FP32 model)", c->tensors[t].name);
+        if (c->tensors[t].sparse ||
+            (c->tensors[t].flags & EFC_TENSOR_PARAM && c->tensors[t].dtype != EFC_DTYPE_F32))
+            return efc_errf(EFC_EINVAL,
+                            "quantize: tensor '%s' is not a dense f32 parameter "
+                            "(the input must be a compiled FP32 model)",
+                            c->tensors[t].name);
     L.u8 = efc_malloc((size_t)c->n_tensors * sizeof(int32_t));
     L.f32 = efc_malloc((size_t)c->n_tensors * sizeof(int32_t));
     if (!L.u8 || !L.f32) {

@@ -41,7 +41,7 @@ enum efc_status efc_quant_lower(const struct efc_model *compiled, const float *s
 
 /* Per-tensor-or-channel symmetric int8 quantisation of w (n_ch rows of `per` values):
  * s[c] = max|w_c| / 127 (1 if the row is all zero), q = clamp(rne(w / s), -127, 127). */
-void efc_quant_weights(const float *w, int32_t n_ch, int32_t per, int32_t per_tensor,
-                       int8_t *q, float *s);
+void efc_quant_weights(const float *w, int32_t n_ch, int32_t per, int32_t per_tensor, int8_t *q,
+                       float *s);
 
 #endif
