@@ -459,6 +459,45 @@ static void one_case(struct efc_rng *r, int32_t n, int32_t m, int32_t k, enum da
     case_free(&c);
 }
 
+/* Like one_case, but some channels' multipliers are then replaced: mix 1 sets ~1/3 of them to
+ * mult = 0 / shift 31, mix 2 also puts one channel at shift 32 (r in [2^-2, 2^-1), weights 0,
+ * small bias), so a
+ * variant that specialises on the shifts of a call (every shift >= 33 or mult = 0) sees both
+ * sides of its test and its mult = 0 handling. */
+static void one_case_mixed(struct efc_rng *r, int32_t n, int32_t m, int32_t k, enum data_mode dm,
+                           int mix, int *ran)
+{
+    struct qcase c;
+    case_make(r, &c, n, m, k, dm, RQ_RANDOM);
+    c.rq.per_tensor = 0;
+    for (int32_t j = 0; j < m; j++)
+        if (efc_rng_below(r, 3) == 0) {
+            c.mult[j] = 0;
+            c.shift[j] = 31;
+        }
+    if (mix == 2) {
+        int32_t j = (int32_t)efc_rng_below(r, (uint32_t)m);
+        c.mult[j] = (int32_t)((1u << 30) + efc_rng_below(r, 1u << 30));
+        c.shift[j] = 32;
+        /* acc = bias[j] small, so its outputs are not all clamped and the rounding shows */
+        memset(c.w + (size_t)j * k, 0, (size_t)k);
+        c.have_bias = 1;
+        c.bias[j] = (int32_t)efc_rng_below(r, 1201) - 600;
+    }
+    uint8_t *yref = run_case(&efc_k_qgemm_u8s8__ref, &c);
+    check_ref_naive(&c, yref);
+    for (size_t v = 0; v < N_VARIANTS; v++) {
+        if (g_variants[v].k == &efc_k_qgemm_u8s8__ref || !isa_runs_here(g_variants[v].isa))
+            continue;
+        uint8_t *y = run_case(g_variants[v].k, &c);
+        compare_rows(g_variants[v].name, &c, y, yref);
+        efc_free(y);
+        ran[v]++;
+    }
+    efc_free(yref);
+    case_free(&c);
+}
+
 static void report_variants(const int *ran)
 {
     for (size_t v = 0; v < N_VARIANTS; v++) {
@@ -502,6 +541,27 @@ static void test_qgemm_grid(void **state)
         for (int qm = RQ_RANDOM; qm <= RQ_SHIFT62; qm++)
             for (int rep = 0; rep < 4; rep++)
                 one_case(&r, 13, 33, 67, (enum data_mode)dm, (enum rq_mode)qm, 1, ran);
+    report_variants(ran);
+}
+
+/* Small k (<= 12) with 17..32 channels (a first conv: 3 x 3 x 1 -> 32), where a variant may
+ * keep all weights in registers: every data / requant mode, odd and even n, mixed multipliers. */
+static void test_qgemm_small_k(void **state)
+{
+    (void)state;
+    static const int32_t ms[] = {17, 24, 31, 32}, ns[] = {1, 2, 3, 8, 29};
+    struct efc_rng r;
+    int ran[N_VARIANTS] = {0};
+    efc_rng_init(&r, g_seed ^ 0x54);
+    for (int32_t k = 1; k <= 12; k++)
+        for (size_t b = 0; b < sizeof(ms) / sizeof(ms[0]); b++) {
+            const int32_t n = ns[(size_t)k % (sizeof(ns) / sizeof(ns[0]))];
+            for (int dm = DATA_RANDOM; dm <= DATA_BIG_BIAS; dm++)
+                for (int qm = RQ_RANDOM; qm <= RQ_SHIFT62; qm++)
+                    one_case(&r, n, ms[b], k, (enum data_mode)dm, (enum rq_mode)qm, 1, ran);
+            for (int mix = 1; mix <= 2; mix++)
+                one_case_mixed(&r, n + 1, ms[b], k, DATA_RANDOM, mix, ran);
+        }
     report_variants(ran);
 }
 
@@ -560,6 +620,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requant_make),      cmocka_unit_test(test_requant_ref),
         cmocka_unit_test(test_qgemm_pack_errors), cmocka_unit_test(test_qgemm_grid),
+        cmocka_unit_test(test_qgemm_small_k),
         cmocka_unit_test(test_qgemm_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

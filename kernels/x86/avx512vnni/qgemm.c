@@ -12,6 +12,9 @@
  * (kept in L2 while every row tile of x runs over them). The accumulators start at the folded
  * bias and are requantised straight from registers: vpmuldq on even and odd lanes,
  * + 2^(shift-1), vpsravq, clamp in the int32 domain around the zero point, vpmovdb.
+ * Small k (<= 12) with 17..32 channels has its own loop (see "Small k" below): weights and
+ * requantisation constants stay in registers over all rows, a cheaper exact rounded shift
+ * when every shift is >= 33, and a shared pack/clamp narrowing of row pairs.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -104,14 +107,21 @@ static inline void rq_vec_make(__m512i mult, __m512i shift, struct rq_vec *v)
     v->rnd_o = _mm512_sllv_epi64(one, _mm512_sub_epi64(v->sh_o, one));
 }
 
-static inline __m512i requant16(__m512i acc, const struct rq_vec *v, __m512i vlo, __m512i vhi,
-                                __m512i vzp)
+/* The rounded shift alone: ((int64)acc * mult + 2^(shift-1)) >> shift on 16 lanes (fits int32,
+ * kernels.h), before the zero point and the clamp. */
+static inline __m512i requant16_raw(__m512i acc, const struct rq_vec *v)
 {
     __m512i pe = _mm512_mul_epi32(acc, v->mult_e);
     __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), v->mult_o);
     pe = _mm512_srav_epi64(_mm512_add_epi64(pe, v->rnd_e), v->sh_e);
     po = _mm512_srav_epi64(_mm512_add_epi64(po, v->rnd_o), v->sh_o);
-    __m512i r = _mm512_mask_shuffle_epi32(pe, (__mmask16)0xAAAA, po, _MM_PERM_CDAB);
+    return _mm512_mask_shuffle_epi32(pe, (__mmask16)0xAAAA, po, _MM_PERM_CDAB);
+}
+
+static inline __m512i requant16(__m512i acc, const struct rq_vec *v, __m512i vlo, __m512i vhi,
+                                __m512i vzp)
+{
+    __m512i r = requant16_raw(acc, v);
     r = _mm512_min_epi32(_mm512_max_epi32(r, vlo), vhi);
     return _mm512_add_epi32(r, vzp);
 }
@@ -226,6 +236,157 @@ UKR_ROWS6(4)
 /* g_ukr[np - 1][mr - 1] */
 static const ukr_fn g_ukr[4][QG_MAX_MR] = {{R16(1)}, {R12(2)}, {R8(3)}, {R6(4)}};
 
+/* The same rounded shift in 6 instead of 8 operations when every channel has shift >= 33
+ * (multipliers below 2^-2: the usual case) or mult = 0. With P = acc * mult (|P| <= 2^62) and
+ * h = P >> 32 (the high dword of the 64-bit product, |h| <= 2^30),
+ *     (P + 2^(s-1)) >> s  ==  (h + 2^(s-33)) >> (s - 32)
+ * because floor(floor(a) / 2^j) == floor(a / 2^j) and adding the integer 2^(s-33) commutes
+ * with floor; h + 2^(s-33) < 2^30 + 2^29 does not overflow and s - 32 is in [1, 30], so the
+ * second shift is a per-dword vpsravd. mult = 0 gives P = 0 and 0 for any such s, so those
+ * channels use s = 33. The high dwords of the even and odd products are merged by one
+ * merge-masked vpshufd. */
+struct rq_hi {
+    __m512i mult_e, mult_o, rnd, cnt;
+};
+
+/* 1 when rq_hi applies to the channels [0, m) of rq. */
+static int rq_hi_ok(const struct efc_requant *rq, int32_t m)
+{
+    const int32_t nch = rq->per_tensor ? 1 : m;
+    for (int32_t j = 0; j < nch; j++)
+        if (rq->mult[j] != 0 && rq->shift[j] < 33)
+            return 0;
+    return 1;
+}
+
+static inline void rq_hi_make(__m512i mult, __m512i shift, struct rq_hi *v)
+{
+    const __m512i s = _mm512_mask_mov_epi32(
+        shift, _mm512_cmpeq_epi32_mask(mult, _mm512_setzero_si512()), _mm512_set1_epi32(33));
+    v->mult_e = mult;
+    v->mult_o = _mm512_srli_epi64(mult, 32);
+    v->cnt = _mm512_sub_epi32(s, _mm512_set1_epi32(32));
+    v->rnd = _mm512_sllv_epi32(_mm512_set1_epi32(1), _mm512_sub_epi32(s, _mm512_set1_epi32(33)));
+}
+
+static inline __m512i requant16_hi(__m512i acc, const struct rq_hi *v)
+{
+    __m512i pe = _mm512_mul_epi32(acc, v->mult_e);
+    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), v->mult_o);
+    __m512i h = _mm512_mask_shuffle_epi32(po, (__mmask16)0x5555, pe, _MM_PERM_CDAB);
+    return _mm512_srav_epi32(_mm512_add_epi32(h, v->rnd), v->cnt);
+}
+
+/* ---- Small k, 17..32 channels (e.g. a first conv: 3 x 3 x 1 -> 32, k = 9) -------------
+ * With k <= 4 * SK_MAX_KQ the whole packed weight block (KQ k-groups x 2 panels) and the
+ * per-channel requantisation constants fit in registers, so one call streams over all rows
+ * two at a time without reloading them; the requantisation then dominates, so the narrowing
+ * of the four result vectors of a row pair is shared: vpackssdw (int32 -> int16, signed
+ * saturation), vpaddsw zero point (saturating), vpackuswb (int16 -> uint8, unsigned
+ * saturation), vpmaxub / vpminub clamp, one vpermd to undo the lane interleave. This equals
+ * clamp(v + zp, lo, hi) exactly: the saturations are monotone and nest ([lo, hi] within
+ * [0, 255] within the int16 range), and a saturated v (|v| > 2^15) already lands beyond the
+ * 0 / 255 ends after adding zp in [0, 255]. */
+#define SK_MAX_KQ 3
+
+static inline __attribute__((always_inline)) int32_t
+smallk_body(const int KQ, const int HI, int32_t m, int32_t k, int32_t n, const uint8_t *x,
+            size_t ldx,
+            const int8_t *wp, const int32_t *bias, const struct efc_requant *rq,
+            const struct rq_vec *pt, uint8_t *y, size_t ldy)
+{
+    const __mmask16 cm1 = chan_mask(m - 16);
+    const __mmask32 ym = m >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << m) - 1u);
+    /* The last k-group reads only its k - 4 (KQ - 1) bytes of x (1..4). */
+    const __mmask16 tm = (__mmask16)((1u << (k - 4 * (KQ - 1))) - 1u);
+    __m512i wv[SK_MAX_KQ][2];
+    for (int q = 0; q < KQ; q++)
+        for (int p = 0; p < 2; p++)
+            wv[q][p] = _mm512_load_si512((const void *)(wp + (q * 2 + p) * 64));
+    const __m512i b0 = _mm512_loadu_si512(bias), b1 = _mm512_maskz_loadu_epi32(cm1, bias + 16);
+    struct rq_vec rv0, rv1;
+    struct rq_hi rh0, rh1;
+    if (rq->per_tensor) {
+        rv0 = *pt;
+        rv1 = *pt;
+        rq_hi_make(_mm512_set1_epi32(rq->mult[0]), _mm512_set1_epi32(rq->shift[0]), &rh0);
+        rh1 = rh0;
+    } else {
+        rq_vec_make(_mm512_loadu_si512(rq->mult), _mm512_loadu_si512(rq->shift), &rv0);
+        rq_vec_make(_mm512_maskz_loadu_epi32(cm1, rq->mult + 16),
+                    _mm512_maskz_loadu_epi32(cm1, rq->shift + 16), &rv1);
+        rq_hi_make(_mm512_loadu_si512(rq->mult), _mm512_loadu_si512(rq->shift), &rh0);
+        rq_hi_make(_mm512_maskz_loadu_epi32(cm1, rq->mult + 16),
+                   _mm512_maskz_loadu_epi32(cm1, rq->shift + 16), &rh1);
+    }
+    const __m512i zp16 = _mm512_set1_epi16((short)rq->zp_out);
+    const __m512i lo8 = _mm512_set1_epi8((char)rq->lo), hi8 = _mm512_set1_epi8((char)rq->hi);
+    /* vpackuswb leaves dword 4 L + j of lane L = chunk L (4 channels) of source j, with sources
+     * (row 0 panel 0, row 0 panel 1, row 1 panel 0, row 1 panel 1): gather rows back. */
+    const __m512i perm =
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    int32_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const uint8_t *x0 = x + (size_t)i * ldx, *x1 = x0 + ldx;
+        __m512i a00 = b0, a01 = b1, a10 = b0, a11 = b1;
+        for (int q = 0; q < KQ; q++) {
+            __m512i v0, v1;
+            if (q < KQ - 1) {
+                v0 = bcast_u32(x0 + 4 * q);
+                v1 = bcast_u32(x1 + 4 * q);
+            } else {
+                v0 = _mm512_broadcastd_epi32(_mm_maskz_loadu_epi8(tm, x0 + 4 * q));
+                v1 = _mm512_broadcastd_epi32(_mm_maskz_loadu_epi8(tm, x1 + 4 * q));
+            }
+            a00 = _mm512_dpbusd_epi32(a00, v0, wv[q][0]);
+            a01 = _mm512_dpbusd_epi32(a01, v0, wv[q][1]);
+            a10 = _mm512_dpbusd_epi32(a10, v1, wv[q][0]);
+            a11 = _mm512_dpbusd_epi32(a11, v1, wv[q][1]);
+        }
+        __m512i t0, t1;
+        if (HI) {
+            t0 = _mm512_packs_epi32(requant16_hi(a00, &rh0), requant16_hi(a01, &rh1));
+            t1 = _mm512_packs_epi32(requant16_hi(a10, &rh0), requant16_hi(a11, &rh1));
+        } else {
+            t0 = _mm512_packs_epi32(requant16_raw(a00, &rv0), requant16_raw(a01, &rv1));
+            t1 = _mm512_packs_epi32(requant16_raw(a10, &rv0), requant16_raw(a11, &rv1));
+        }
+        __m512i u = _mm512_packus_epi16(_mm512_adds_epi16(t0, zp16), _mm512_adds_epi16(t1, zp16));
+        u = _mm512_permutexvar_epi32(perm, _mm512_min_epu8(_mm512_max_epu8(u, lo8), hi8));
+        uint8_t *y0 = y + (size_t)i * ldy;
+        if (m >= 32) {
+            _mm256_storeu_si256((__m256i *)y0, _mm512_castsi512_si256(u));
+            _mm256_storeu_si256((__m256i *)(y0 + ldy), _mm512_extracti64x4_epi64(u, 1));
+        } else {
+            _mm256_mask_storeu_epi8(y0, ym, _mm512_castsi512_si256(u));
+            _mm256_mask_storeu_epi8(y0 + ldy, ym, _mm512_extracti64x4_epi64(u, 1));
+        }
+    }
+    return i;
+}
+
+typedef int32_t (*smallk_fn)(int32_t m, int32_t k, int32_t n, const uint8_t *x, size_t ldx,
+                             const int8_t *wp, const int32_t *bias, const struct efc_requant *rq,
+                             const struct rq_vec *pt, uint8_t *y, size_t ldy);
+#define SMALLK(KQ_, HI_)                                                                           \
+    static int32_t smallk_##KQ_##_##HI_(int32_t m, int32_t k, int32_t n, const uint8_t *x,        \
+                                        size_t ldx,                                                \
+                                const int8_t *wp, const int32_t *bias,                             \
+                                const struct efc_requant *rq, const struct rq_vec *pt, uint8_t *y, \
+                                size_t ldy)                                                        \
+    {                                                                                              \
+        return smallk_body(KQ_, HI_, m, k, n, x, ldx, wp, bias, rq, pt, y, ldy);                   \
+    }
+SMALLK(1, 0)
+SMALLK(2, 0)
+SMALLK(3, 0)
+SMALLK(1, 1)
+SMALLK(2, 1)
+SMALLK(3, 1)
+/* g_smallk[rq_hi applies][kq - 1] */
+static const smallk_fn g_smallk[2][SK_MAX_KQ] = {{smallk_1_0, smallk_2_0, smallk_3_0},
+                                                 {smallk_1_1, smallk_2_1, smallk_3_1}};
+
 static void qgemm_run_vnni(const struct efc_qgemm_w *w, const struct efc_requant *rq, int32_t n,
                            const uint8_t *x, size_t ldx, uint8_t *y, size_t ldy)
 {
@@ -245,6 +406,14 @@ static void qgemm_run_vnni(const struct efc_qgemm_w *w, const struct efc_requant
     e.vzp = _mm512_set1_epi32(rq->zp_out);
     e.vlo = _mm512_set1_epi32(rq->lo - rq->zp_out);
     e.vhi = _mm512_set1_epi32(rq->hi - rq->zp_out);
+    if (np_all == 2 && kq <= SK_MAX_KQ) {
+        /* Both panels form one group (group_panels), stored [q][panel][16][4] from 0. */
+        const smallk_fn f = g_smallk[rq_hi_ok(rq, m)][kq - 1];
+        const int32_t done = f(m, k, n, x, ldx, wp, w->bias, rq, &pt, y, ldy);
+        x += (size_t)done * ldx;
+        y += (size_t)done * ldy;
+        n -= done;
+    }
     for (int32_t pb = 0; pb < np_all; pb += panels_per_block) {
         const int32_t pe = np_all - pb < panels_per_block ? np_all : pb + panels_per_block;
         for (int32_t i0 = 0; i0 < n; i0 += mr_max) {
