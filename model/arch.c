@@ -40,7 +40,7 @@ static int32_t param(struct builder *b, const char *layer, const char *what, int
     size_t n;
     if (b->st)
         return -1;
-    snprintf(name, sizeof(name), "%s.%s", layer, what);
+    snprintf(name, sizeof(name), "%.40s.%.20s", layer, what); /* both short: fits */
     b->st = efc_model_add_tensor(b->m, name, EFC_DTYPE_F32, ndim, dims, EFC_TENSOR_PARAM, &idx);
     if (b->st)
         return -1;

@@ -78,7 +78,7 @@ static enum efc_status gz_read(gzFile f, void *buf, size_t n, size_t *got, const
 static enum efc_status gz_read_exact(gzFile f, void *buf, size_t n, const char *path,
                                      const char *what)
 {
-    size_t got;
+    size_t got = 0;
     enum efc_status st = gz_read(f, buf, n, &got, path);
     if (st)
         return st;
@@ -134,7 +134,7 @@ enum efc_status efc_idx_read(const char *path, enum efc_dtype *dtype, int32_t *n
 {
     unsigned char hdr[4 + 4 * 4];
     gzFile f;
-    size_t bytes, elem;
+    size_t bytes = 0, elem;
     int32_t nd, d[4] = {0, 0, 0, 0};
     void *buf = NULL;
     enum efc_status st;
@@ -317,7 +317,7 @@ enum efc_status efc_npy_read(const char *path, enum efc_dtype *dtype, int32_t *n
     unsigned char pre[12];
     struct npy_hdr h;
     gzFile f;
-    size_t hlen, pre_len, bytes, elem;
+    size_t hlen, pre_len, bytes = 0, elem;
     char *text = NULL;
     void *buf = NULL;
     enum efc_status st;

@@ -266,6 +266,8 @@ void efc_k_qdwconv__avx512(const struct efc_conv_geom *g, const uint8_t *x, int3
         const __m512i sh = rq->per_tensor ? ushift
                                           : _mm512_mask_loadu_epi32(ushift, m, rq->shift + o);
         __m512i w9[9], bz = b0;
+        for (int t = 0; t < 9; t++) /* only read on the fast3 path; zeroed for the compiler */
+            w9[t] = _mm512_setzero_si512();
         if (fast3) {
             for (int t = 0; t < 9; t++) {
                 w9[t] = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, w + (size_t)t * oc + o));
