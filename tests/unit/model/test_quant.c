@@ -291,6 +291,83 @@ static void test_bit_exact_archs(void **state)
     }
 }
 
+/* A residual block (conv, conv, Add + ReLU, global average pool, dense): the INT8 Add with
+ * rescaling of two differently scaled inputs, bit-exact with the interpreter. */
+static void test_residual_add(void **state)
+{
+    struct efc_model *m, *q;
+    struct efc_quant_report rep;
+    struct efc_exec *e;
+    struct efc_exec_opts o = {.max_batch = 6};
+    const float *out;
+    float *x = images(6, 21), ref[10];
+    int32_t in_dims[3] = {1, 28, 28}, t[7], p[6];
+    int32_t wd1[4] = {8, 1, 3, 3}, wd2[4] = {8, 8, 3, 3}, b8 = 8, wd3[2] = {10, 8}, b10 = 10;
+    struct efc_node_attrs a;
+    struct efc_rng r;
+    (void)state;
+    assert_int_equal(efc_model_new(&m), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "in", EFC_DTYPE_F32, 3, in_dims, EFC_TENSOR_INPUT, &t[0]), EFC_OK);
+    for (int i = 1; i < 7; i++)
+        assert_int_equal(efc_model_add_tensor(m, "a", EFC_DTYPE_F32, 0, NULL, 0, &t[i]), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "w1", EFC_DTYPE_F32, 4, wd1, EFC_TENSOR_PARAM, &p[0]), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "b1", EFC_DTYPE_F32, 1, &b8, EFC_TENSOR_PARAM, &p[1]), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "w2", EFC_DTYPE_F32, 4, wd2, EFC_TENSOR_PARAM, &p[2]), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "b2", EFC_DTYPE_F32, 1, &b8, EFC_TENSOR_PARAM, &p[3]), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "w3", EFC_DTYPE_F32, 2, wd3, EFC_TENSOR_PARAM, &p[4]), EFC_OK);
+    assert_int_equal(efc_model_add_tensor(m, "b3", EFC_DTYPE_F32, 1, &b10, EFC_TENSOR_PARAM, &p[5]), EFC_OK);
+    efc_rng_init(&r, 8);
+    for (int k = 0; k < 6; k++) {
+        float *d = m->tensors[p[k]].data;
+        for (size_t i = 0; i < efc_tensor_numel(&m->tensors[p[k]]); i++)
+            d[i] = (efc_rng_uniform(&r) - 0.5f) * (k == 2 ? 0.3f : 1.0f);
+    }
+    memset(&a, 0, sizeof(a));
+    a.kernel[0] = a.kernel[1] = 3;
+    a.stride[0] = a.stride[1] = 2;
+    a.pad[0] = a.pad[1] = a.pad[2] = a.pad[3] = 1;
+    a.groups = 1;
+    a.act = EFC_ACT_RELU;
+    int32_t in1[3] = {t[0], p[0], p[1]};
+    assert_int_equal(efc_model_add_node(m, EFC_OP_CONV2D, "c1", in1, 3, t[1], &a, NULL), EFC_OK);
+    a.stride[0] = a.stride[1] = 1;
+    a.act = EFC_ACT_NONE;
+    int32_t in2[3] = {t[1], p[2], p[3]};
+    assert_int_equal(efc_model_add_node(m, EFC_OP_CONV2D, "c2", in2, 3, t[2], &a, NULL), EFC_OK);
+    memset(&a, 0, sizeof(a));
+    a.act = EFC_ACT_RELU6;
+    int32_t in3[2] = {t[2], t[1]};
+    assert_int_equal(efc_model_add_node(m, EFC_OP_ADD, "add", in3, 2, t[3], &a, NULL), EFC_OK);
+    assert_int_equal(efc_model_add_node(m, EFC_OP_GAVGPOOL, "gap", &t[3], 1, t[4], NULL, NULL), EFC_OK);
+    int32_t in5[3] = {t[4], p[4], p[5]};
+    assert_int_equal(efc_model_add_node(m, EFC_OP_DENSE, "fc", in5, 3, t[5], NULL, NULL), EFC_OK);
+    m->output = t[5];
+    m->norm.n = 1;
+    m->norm.scale[0] = 1.0f / 255.0f;
+    m->norm.std[0] = 1.0f;
+    assert_int_equal(efc_model_check(m), EFC_OK);
+    q = quantize_minmax(m, x, 6, 0, &rep);
+    printf("residual model: %d INT8, %d FP32 (%s)\n", rep.n_int8, rep.n_fp32, rep.fp32_nodes);
+    assert_int_equal(rep.n_fp32, 0);
+    assert_int_equal(rep.n_int8, 5); /* c1, c2, add, gap, fc */
+    int found_add = 0;
+    for (int32_t i = 0; i < q->n_nodes; i++)
+        found_add += q->nodes[i].op == EFC_OP_ADD && q->tensors[q->nodes[i].inputs[0]].dtype == EFC_DTYPE_U8;
+    assert_int_equal(found_add, 1);
+    assert_int_equal(efc_exec_new(q, &o, &e), EFC_OK);
+    assert_int_equal(efc_exec_run(e, x, 6, &out), EFC_OK);
+    for (int i = 0; i < 6; i++) {
+        int_ref(q, x + (size_t)i * 784, ref);
+        if (memcmp(ref, out + i * 10, sizeof(ref)) != 0)
+            fail_msg("residual sample %d: executor %g %g, reference %g %g", i, out[i * 10],
+                     out[i * 10 + 1], ref[0], ref[1]);
+    }
+    efc_exec_free(e);
+    efc_model_free(q);
+    efc_model_free(m);
+    free(x);
+}
+
 /* INT8 close to FP32 on a trained-like model, .efm round trip bit-identical, memory smaller */
 static void test_roundtrip_and_memory(void **state)
 {
@@ -447,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_bit_exact_archs),
         cmocka_unit_test(test_roundtrip_and_memory),
         cmocka_unit_test(test_fp32_fallback),
+        cmocka_unit_test(test_residual_add),
         cmocka_unit_test(test_check_rejects_int8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
