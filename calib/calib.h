@@ -30,6 +30,7 @@
 #include "common/efc_status.h"
 #include "model/dataset.h"
 #include "model/model.h"
+#include "model/quant.h"
 
 #define EFC_CALIB_DEFAULT_BINS 2048        /* TensorRT's histogram size */
 #define EFC_CALIB_DEFAULT_SAMPLES 512      /* default calibration sample count (issue 3) */
@@ -214,6 +215,12 @@ void efc_calib_result_free(struct efc_calib_result *r);
 /* The range of the tensor called `name`, or NULL. */
 const struct efc_calib_range *efc_calib_result_find(const struct efc_calib_result *r,
                                                     const char *name);
+/* Lower m to INT8 with the ranges of r (model/quant.h): compiles m once to index its tensors;
+ * r's tensor indices and names must match that compiled graph (EFC_EINVAL otherwise, e.g. a
+ * result computed for another model). *out: efc_model_free. rep may be NULL. */
+enum efc_status efc_calib_lower(const struct efc_model *m, const struct efc_calib_result *r,
+                                const struct efc_quant_opts *qo, struct efc_model **out,
+                                struct efc_quant_report *rep);
 /* The calibration record as one JSON object (see docs/calibration.md), NUL-terminated,
  * allocated: efc_free(*json). */
 enum efc_status efc_calib_record_json(const struct efc_calib_result *r, char **json);

@@ -9,7 +9,6 @@
 #include "common/efc_alloc.h"
 #include "common/efc_parse.h"
 #include "model/efm.h"
-#include "model/exec.h"
 #include "model/quant.h"
 
 static void help(void)
@@ -67,10 +66,6 @@ int cmd_quantize(int argc, char **argv)
     struct efc_model *m = NULL, *q = NULL;
     struct efc_dataset *d = NULL;
     struct efc_calib_result *cr = NULL;
-    struct efc_exec *e = NULL;
-    struct efc_exec_opts eo = {.max_batch = 1};
-    float *scale = NULL;
-    int32_t *zp = NULL;
     char *record = NULL, *meta = NULL, policy[96];
     int64_t v;
     double p;
@@ -126,32 +121,8 @@ int cmd_quantize(int argc, char **argv)
     fprintf(stderr, "efc quantize: calibrating %s with %s on %d of %d samples of %s\n",
             argv[optind], efc_calib_method_name(co.method), co.samples < d->n ? co.samples : d->n,
             d->n, d->source);
-    if ((st = efc_calib_run(m, d, &co, &cr)) || (st = efc_exec_new(m, &eo, &e)))
+    if ((st = efc_calib_run(m, d, &co, &cr)) || (st = efc_calib_lower(m, cr, &qo, &q, &rep)))
         goto fail;
-    {
-        const struct efc_model *cm = efc_exec_model(e);
-        scale = efc_calloc((size_t)cm->n_tensors, sizeof(float));
-        zp = efc_calloc((size_t)cm->n_tensors, sizeof(int32_t));
-        if (!scale || !zp) {
-            st = efc_errf(EFC_ENOMEM, "quantize: out of memory");
-            goto fail;
-        }
-        for (int32_t i = 0; i < cr->n_ranges; i++) {
-            const struct efc_calib_range *r = &cr->ranges[i];
-            if (r->tensor < 0 || r->tensor >= cm->n_tensors ||
-                strcmp(cm->tensors[r->tensor].name, r->name)) {
-                st = efc_errf(EFC_EINTERNAL,
-                              "quantize: calibration tensor %d '%s' does not "
-                              "match the compiled graph",
-                              r->tensor, r->name);
-                goto fail;
-            }
-            scale[r->tensor] = r->scale;
-            zp[r->tensor] = r->zero_point;
-        }
-        if ((st = efc_quant_lower(cm, scale, zp, &qo, &q, &rep)))
-            goto fail;
-    }
     if (co.method == EFC_CALIB_PERCENTILE)
         snprintf(policy, sizeof(policy), "int8(calib=percentile,p=%g,weights=%s)", co.percentile,
                  qo.per_tensor_weights ? "tensor" : "channel");
@@ -184,12 +155,9 @@ int cmd_quantize(int argc, char **argv)
 fail:
     rc = cli_fail("quantize", st);
 out:
-    efc_free(scale);
-    efc_free(zp);
     efc_free(record);
     efc_free(meta);
     efc_calib_result_free(cr);
-    efc_exec_free(e);
     efc_model_free(q);
     efc_model_free(m);
     efc_dataset_free(d);
