@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "common/efc_alloc.h"
 #include "coordinator/store.h"
@@ -381,6 +382,45 @@ static size_t crash_check(const char *path)
     return n;
 }
 
+/* A version-1 database (before the assignment indexes) is migrated to the current version at
+ * open, keeping its data. */
+static void test_migrate_v1(void **state)
+{
+    char dir[] = "/tmp/efc-test-migrate-XXXXXX", db[128];
+    struct efc_coord_store *s = NULL;
+    sqlite3 *raw = NULL;
+    sqlite3_stmt *q = NULL;
+    struct efc_proto_status st = {.version = EFC_PROTO_VERSION, .online = 1};
+    struct efc_coord_device dev;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(db, sizeof(db), "%s/c.db", dir);
+    assert_int_equal(efc_coord_store_open(db, &s), EFC_OK);
+    snprintf(st.device_id, sizeof(st.device_id), "old-device");
+    snprintf(st.hw_class, sizeof(st.hw_class), "generic-ref");
+    assert_int_equal(efc_coord_store_device_upsert(s, &st, 1), EFC_OK);
+    efc_coord_store_close(s);
+    /* make it a v1 database */
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw, "DROP INDEX results_device; DROP INDEX jobs_device_round;"
+                                       "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(raw);
+    assert_int_equal(efc_coord_store_open(db, &s), EFC_OK); /* migrates */
+    assert_int_equal(efc_coord_store_device_get(s, "old-device", &dev), EFC_OK);
+    assert_int_equal(efc_coord_store_check(s), EFC_OK);
+    efc_coord_store_close(s);
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(raw, "SELECT (SELECT count(*) FROM sqlite_master WHERE "
+                                             "name IN ('results_device','jobs_device_round')),"
+                                             " (SELECT user_version FROM pragma_user_version)",
+                                        -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 2);
+    assert_int_equal(sqlite3_column_int(q, 1), EFC_COORD_SCHEMA_VERSION);
+    sqlite3_finalize(q);
+    sqlite3_close(raw);
+}
+
 static void test_crash_sigkill(void **state)
 {
     struct fx *f = *state;
@@ -444,6 +484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reassign_on_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_sigkill, setup, teardown),
+        cmocka_unit_test(test_migrate_v1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
