@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -109,11 +110,15 @@ static void fault_oom(const struct efc_agent_job_ctx *ctx, const struct efc_prot
 
 static void child_main(const struct efc_agent_job_ctx *ctx, const struct efc_proto_job *job,
                        const char *model_path, const char *base_path,
-                       const struct efc_dataset *local, int wfd)
+                       const struct efc_dataset *local, int wfd, pid_t parent)
 {
     struct efc_proto_result r;
     enum efc_agent_fault fault = ctx->fault ? ctx->fault : fault_from_env();
 
+    /* the evaluation never outlives the agent: a SIGKILLed agent takes its child along */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(122); /* the agent died between fork and prctl */
     if (job->mem_limit_bytes > 0 && EFC_ASAN)
         efc_log(EFC_LOG_WARN, "agent", "job %s: memory limit not applied under AddressSanitizer",
                 job->job_id);
@@ -183,6 +188,7 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
     if (pipe2(fds, O_CLOEXEC) != 0)
         return efc_errf(EFC_EIO, "agent sandbox: pipe: %s", strerror(errno));
     fflush(NULL); /* nothing buffered is written twice */
+    const pid_t parent = getpid();
     pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -192,7 +198,7 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
     }
     if (pid == 0) {
         close(fds[0]);
-        child_main(ctx, job, model_path, base_path, local, fds[1]);
+        child_main(ctx, job, model_path, base_path, local, fds[1], parent);
         _exit(121); /* not reached */
     }
     close(fds[1]);
