@@ -738,6 +738,9 @@ int main(int argc, char **argv)
         setenv("EFC_ISA", efc_isa_name(cap), 1);
     }
     efc_blas_setup(argc, argv, cap); /* may re-exec with the matching OpenBLAS core */
+    /* A device measures on one core, like `efc bench`: OpenBLAS threads spinning against
+     * other work on a shared host made FP32 latencies several times too slow. */
+    efc_blas_set_threads(1);
     if (parse_args(argc, argv, &a.o)) {
         usage(stderr);
         return 2;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install dependencies, build, train a model on
-# Fashion-MNIST, evaluate it, quantise it to INT8 (calibrated on 512 training images),
-# benchmark FP32 and INT8 at batch 1 and 64, and print a summary.
+# Fashion-MNIST (or reuse the one in out/), evaluate it, quantise it to INT8, benchmark FP32
+# and INT8, then run a fleet round: a private mosquitto, efc-coordinator and six efc-agents
+# (two each capped at ref, avx2 and avx512vnni, each with its own shard of the test set)
+# choose the fastest policy per hardware class; prints the table and the HTML report path.
 # Env: EFC_ARCH (default lenet5), EFC_EPOCHS (default: the architecture's default),
 #      EFC_OUT (default out/), EFC_JOBS (build parallelism).
 set -euo pipefail
@@ -10,30 +12,34 @@ arch=${EFC_ARCH:-lenet5}
 out=${EFC_OUT:-out}
 jobs=${EFC_JOBS:-$(nproc)}
 
-echo "== 1/6 dependencies"
+echo "== 1/7 dependencies"
 ./deploy/install-deps.sh
-echo "== 2/6 build (Release, portable: ISA paths chosen at run time)"
+echo "== 2/7 build (Release, portable: ISA paths chosen at run time)"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j"$jobs" --target efc >/dev/null
+cmake --build build/release -j"$jobs" --target efc efc-agent efc-coordinator >/dev/null
 efc=build/release/cli/efc
 mkdir -p "$out"
 
-echo "== 3/6 train $arch on Fashion-MNIST (60000 images)"
+echo "== 3/7 train $arch on Fashion-MNIST (60000 images)"
 epochs=()
 [[ -n "${EFC_EPOCHS:-}" ]] && epochs=(--epochs "$EFC_EPOCHS")
 t0=$(date +%s)
-$efc train --arch "$arch" --data fashion-mnist "${epochs[@]}" -o "$out/$arch.efm"
+if [[ -f "$out/$arch.efm" && -z "${EFC_EPOCHS:-}" ]] && $efc inspect "$out/$arch.efm" >/dev/null 2>&1; then
+    echo "reusing $out/$arch.efm (delete it to train again)"
+else
+    $efc train --arch "$arch" --data fashion-mnist "${epochs[@]}" -o "$out/$arch.efm"
+fi
 t1=$(date +%s)
 
-echo "== 4/6 evaluate on the 10000 test images"
+echo "== 4/7 evaluate on the 10000 test images"
 $efc eval "$out/$arch.efm" --data fashion-mnist | head -14
 $efc eval "$out/$arch.efm" --data fashion-mnist --json > "$out/$arch.eval.json"
 
-echo "== 5/6 INT8: calibrate on 512 training images (percentile 99.99 %), quantise, evaluate"
+echo "== 5/7 INT8: calibrate on 512 training images (percentile 99.99 %), quantise, evaluate"
 $efc quantize "$out/$arch.efm" --calib percentile --calib-data fashion-mnist -o "$out/$arch-int8.efm"
 $efc eval "$out/$arch-int8.efm" --data fashion-mnist --json > "$out/$arch-int8.eval.json"
 
-echo "== 6/6 benchmark (1 thread)"
+echo "== 6/7 benchmark (1 thread)"
 export EFC_LOG_LEVEL=${EFC_LOG_LEVEL:-warn}
 $efc inspect "$out/$arch.efm" --json > "$out/$arch.inspect.json"
 $efc inspect "$out/$arch-int8.efm" --json > "$out/$arch-int8.inspect.json"
@@ -60,3 +66,40 @@ cat <<SUMMARY
   kernels         isa $(j "$out/$arch.bench1.json" isa), OpenBLAS core $(j "$out/$arch.bench1.json" blas_core)
   JSON reports in $out/
 SUMMARY
+
+echo
+echo "== 7/7 fleet round: mosquitto, efc-coordinator, six efc-agents (ref, ref, avx2, avx2, avx512vnni, avx512vnni)"
+. tests/integration/lib/broker.sh
+fleet=$out/fleet
+rm -rf "$fleet"
+mkdir -p "$fleet"
+pids=()
+stop_fleet() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    broker_stop || true
+}
+trap stop_fleet EXIT
+broker_start "$fleet/broker"
+url=mqtt://127.0.0.1:$BROKER_PORT
+export EFC_AGENT_TIMING_LOCK=$fleet/timing.lock   # agents on one host take turns when timing
+caps=(ref ref avx2 avx2 avx512vnni avx512vnni)
+for i in 0 1 2 3 4 5; do
+    build/release/agent/efc-agent --id "agent$i" --broker "$url" --isa "${caps[$i]}" \
+        --data "fashion-mnist:shard=$i/6" --state-dir "$fleet/agent$i" > "$fleet/agent$i.log" 2>&1 &
+    pids+=($!)
+done
+grid="fp32"
+for c in minmax percentile kl mse; do for g in channel tensor; do grid+=";int8(calib=$c,weights=$g)"; done; done
+build/release/coordinator/efc-coordinator --broker "$url" --db "$fleet/efc.db" round \
+    --base "$out/$arch.efm" --grid "$grid" --sla-drop 0.01 --objective p50 --per-class 2 \
+    --calib 256 --eval 1000 --runs 50 --batch 16 --min-devices 6 --timeout 480 --job-timeout 180 \
+    --report "$fleet/report.html" 2> "$fleet/coordinator.log" | tee "$fleet/round.txt"
+stop_fleet
+trap - EXIT
+cat <<FLEET
+
+== fleet: per-class choice above (SLA: at most 1 pp below FP32, paired on each device's own
+   data; objective: p50 latency at batch 1), measured by the agents themselves
+   report  $fleet/report.html    database $fleet/efc.db    logs $fleet/*.log
+FLEET
