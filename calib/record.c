@@ -6,108 +6,70 @@
 
 #include "calib/calib.h"
 #include "common/efc_alloc.h"
-
-struct jbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void jb_printf(struct jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void jb_printf(struct jbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    if (b->oom)
-        return;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && (size_t)k < room) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap - b->len <= (size_t)k)
-            cap *= 2;
-        char *np = efc_realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
+#include "common/efc_buf.h"
 
 /* A JSON string literal: quotes, backslashes and control characters escaped; other bytes
  * (UTF-8 included) copied as they are. */
-static void jb_string(struct jbuf *b, const char *s)
+static void jb_string(struct efc_buf *b, const char *s)
 {
-    jb_printf(b, "\"");
+    efc_buf_printf(b, "\"");
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         if (*c == '"' || *c == '\\')
-            jb_printf(b, "\\%c", *c);
+            efc_buf_printf(b, "\\%c", *c);
         else if (*c == '\n')
-            jb_printf(b, "\\n");
+            efc_buf_printf(b, "\\n");
         else if (*c == '\t')
-            jb_printf(b, "\\t");
+            efc_buf_printf(b, "\\t");
         else if (*c < 0x20 || *c == 0x7f)
-            jb_printf(b, "\\u%04x", *c);
+            efc_buf_printf(b, "\\u%04x", *c);
         else
-            jb_printf(b, "%c", *c);
+            efc_buf_printf(b, "%c", *c);
     }
-    jb_printf(b, "\"");
+    efc_buf_printf(b, "\"");
 }
 
 enum efc_status efc_calib_record_json(const struct efc_calib_result *r, char **json)
 {
-    struct jbuf b = {0};
+    struct efc_buf b = {0};
     const struct efc_calib_opts *o = &r->opts;
 
     *json = NULL;
-    jb_printf(&b, "{\"calibrator\":");
+    efc_buf_printf(&b, "{\"calibrator\":");
     jb_string(&b, efc_calib_method_name(o->method));
     if (o->method == EFC_CALIB_PERCENTILE)
-        jb_printf(&b, ",\"percentile\":%.10g", o->percentile);
+        efc_buf_printf(&b, ",\"percentile\":%.10g", o->percentile);
     if (o->method == EFC_CALIB_KL) {
         if (o->kl_levels > 0)
-            jb_printf(&b, ",\"kl_levels\":%d", o->kl_levels);
+            efc_buf_printf(&b, ",\"kl_levels\":%d", o->kl_levels);
         else
-            jb_printf(&b, ",\"kl_levels\":\"grid\"");
+            efc_buf_printf(&b, ",\"kl_levels\":\"grid\"");
     }
     if (o->method == EFC_CALIB_KL || o->method == EFC_CALIB_MSE)
-        jb_printf(&b, ",\"zeros\":\"%s\"", o->keep_zeros ? "kept" : "excluded");
-    jb_printf(&b,
+        efc_buf_printf(&b, ",\"zeros\":\"%s\"", o->keep_zeros ? "kept" : "excluded");
+    efc_buf_printf(&b,
               ",\"bins\":%d,\"samples\":%d,\"data_n\":%d,\"seed\":%llu,\"selection\":", o->n_bins,
               r->samples, r->data_n, (unsigned long long)o->seed);
     jb_string(&b, r->samples < r->data_n ? "rng_shuffle_first_sorted" : "all");
-    jb_printf(&b, ",\"data_digest\":");
+    efc_buf_printf(&b, ",\"data_digest\":");
     jb_string(&b, r->data_digest);
-    jb_printf(&b, ",\"scheme\":\"u8_asymmetric\",\"ranges\":[");
+    efc_buf_printf(&b, ",\"scheme\":\"u8_asymmetric\",\"ranges\":[");
     for (int32_t i = 0; i < r->n_ranges; i++) {
         const struct efc_calib_range *g = &r->ranges[i];
-        jb_printf(&b, "%s{\"tensor\":%d,\"name\":", i ? "," : "", g->tensor);
+        efc_buf_printf(&b, "%s{\"tensor\":%d,\"name\":", i ? "," : "", g->tensor);
         jb_string(&b, g->name);
-        jb_printf(&b,
+        efc_buf_printf(&b,
                   ",\"lo\":%.9g,\"hi\":%.9g,\"threshold\":%.9g,\"min\":%.9g,\"max\":%.9g,"
                   "\"scale\":%.9g,\"zero_point\":%d,\"count\":%llu,\"zeros\":%llu",
                   (double)g->lo, (double)g->hi, (double)g->threshold, (double)g->min,
                   (double)g->max, (double)g->scale, g->zero_point, (unsigned long long)g->count,
                   (unsigned long long)g->n_zero);
         if (g->shares >= 0)
-            jb_printf(&b, ",\"shares\":%d", g->shares);
+            efc_buf_printf(&b, ",\"shares\":%d", g->shares);
         if (g->exact)
-            jb_printf(&b, ",\"exact\":true");
-        jb_printf(&b, "}");
+            efc_buf_printf(&b, ",\"exact\":true");
+        efc_buf_printf(&b, "}");
     }
-    jb_printf(&b, "]}");
+    efc_buf_printf(&b, "]}");
     if (b.oom) {
         efc_free(b.p);
         return efc_errf(EFC_ENOMEM, "calib: record JSON");

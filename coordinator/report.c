@@ -7,49 +7,11 @@
 #include <string.h>
 
 #include "common/efc_alloc.h"
+#include "common/efc_buf.h"
 #include "common/efc_fs.h"
 #include "coordinator/select.h"
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && (size_t)k < room) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + (size_t)k + 1)
-            cap *= 2;
-        char *np = efc_realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
-
-static enum efc_status sb_finish(struct sbuf *b, char **out)
+static enum efc_status sb_finish(struct efc_buf *b, char **out)
 {
     if (b->oom || !b->p) {
         efc_free(b->p);
@@ -60,24 +22,24 @@ static enum efc_status sb_finish(struct sbuf *b, char **out)
 }
 
 /* Minimal HTML/XML escaping for policy strings and class names. */
-static void sb_html(struct sbuf *b, const char *s)
+static void sb_html(struct efc_buf *b, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
         case '<':
-            sb_printf(b, "&lt;");
+            efc_buf_printf(b, "&lt;");
             break;
         case '>':
-            sb_printf(b, "&gt;");
+            efc_buf_printf(b, "&gt;");
             break;
         case '&':
-            sb_printf(b, "&amp;");
+            efc_buf_printf(b, "&amp;");
             break;
         case '"':
-            sb_printf(b, "&quot;");
+            efc_buf_printf(b, "&quot;");
             break;
         default:
-            sb_printf(b, "%c", *s);
+            efc_buf_printf(b, "%c", *s);
         }
     }
 }
@@ -98,20 +60,20 @@ static const char *obj_str(enum efc_coord_objective o)
 
 enum efc_status efc_coord_report_table(const struct efc_coord_selection *sel, char **out)
 {
-    struct sbuf b = {0};
+    struct efc_buf b = {0};
     char sla[64];
 
-    sb_printf(&b, "SLA: %s; objective: %s (ties by %s); 95 %% CIs\n",
+    efc_buf_printf(&b, "SLA: %s; objective: %s (ties by %s); 95 %% CIs\n",
               sla_str(sel, sla, sizeof(sla)), obj_str(sel->objective),
               obj_str(sel->objective == EFC_COORD_OBJ_BYTES ? EFC_COORD_OBJ_P50
                                                             : EFC_COORD_OBJ_BYTES));
-    sb_printf(&b, "%-20s %4s  %-36s %10s  %15s  %13s  %8s %6s  %s\n", "class", "devs", "chosen",
+    efc_buf_printf(&b, "%-20s %4s  %-36s %10s  %15s  %13s  %8s %6s  %s\n", "class", "devs", "chosen",
               "bytes", "p50/p99 ms", "acc min/mean", "speed-up", "size", "runner-up");
     for (size_t k = 0; k < sel->n_classes; k++) {
         const struct efc_coord_class_selection *cs = &sel->classes[k];
         const struct efc_coord_candidate *f = cs->fp32 >= 0 ? &cs->cands[cs->fp32] : NULL;
         if (cs->chosen < 0) {
-            sb_printf(&b, "%-20s %4d  %-36s\n", cs->hw_class, cs->n_devices,
+            efc_buf_printf(&b, "%-20s %4d  %-36s\n", cs->hw_class, cs->n_devices,
                       "(none meets the SLA)");
         } else {
             const struct efc_coord_candidate *c = &cs->cands[cs->chosen];
@@ -122,20 +84,20 @@ enum efc_status efc_coord_report_table(const struct efc_coord_selection *sel, ch
                 snprintf(sp, sizeof(sp), "%.2fx", f->p50_ms / c->p50_ms);
             if (f && f->model_bytes > 0)
                 snprintf(sz, sizeof(sz), "%.3f", (double)c->model_bytes / (double)f->model_bytes);
-            sb_printf(&b, "%-20s %4d  %-36s %10llu  %15s  %13s  %8s %6s  %s\n", cs->hw_class,
+            efc_buf_printf(&b, "%-20s %4d  %-36s %10llu  %15s  %13s  %8s %6s  %s\n", cs->hw_class,
                       cs->n_devices, c->policy, (unsigned long long)c->model_bytes, pl, ac, sp, sz,
                       cs->runner_up >= 0 ? cs->cands[cs->runner_up].policy : "-");
         }
         for (size_t i = 0; i < cs->n_cands; i++) {
             const struct efc_coord_candidate *c = &cs->cands[i];
             if (c->verdict == EFC_COORD_FAILS || c->verdict == EFC_COORD_ERROR)
-                sb_printf(&b, "    rejected %s: %s\n", c->policy, c->reason);
+                efc_buf_printf(&b, "    rejected %s: %s\n", c->policy, c->reason);
             else if (c->verdict == EFC_COORD_UNDECIDED)
-                sb_printf(&b, "    not chosen %s: %s\n", c->policy, c->reason);
+                efc_buf_printf(&b, "    not chosen %s: %s\n", c->policy, c->reason);
         }
         for (size_t i = 0; i < cs->n_exceptions; i++) {
             const struct efc_coord_exception *e = &cs->exceptions[i];
-            sb_printf(&b, "    exception device %s -> %s (%s)\n", e->device_id,
+            efc_buf_printf(&b, "    exception device %s -> %s (%s)\n", e->device_id,
                       e->policy[0] ? e->policy : "(none meets the SLA)", e->evidence);
         }
     }
@@ -273,7 +235,7 @@ static int cand_plotted(const struct efc_coord_candidate *c)
     return c->verdict != EFC_COORD_ERROR && c->total > 0;
 }
 
-static void svg_plot(struct sbuf *b, const struct efc_coord_class_selection *cs, int by_bytes,
+static void svg_plot(struct efc_buf *b, const struct efc_coord_class_selection *cs, int by_bytes,
                      const struct efc_coord_selection *sel)
 {
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
@@ -288,14 +250,14 @@ static void svg_plot(struct sbuf *b, const struct efc_coord_class_selection *cs,
         y0 = fmin(y0, c->acc.lo);
         y1 = fmax(y1, c->acc.hi);
     }
-    sb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+    efc_buf_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                  "viewBox=\"0 0 %d %d\">\n", SVG_W, SVG_H, SVG_W, SVG_H);
-    sb_printf(b, "<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
+    efc_buf_printf(b, "<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fff\" "
                  "stroke=\"#ccc\"/>\n", SVG_W, SVG_H);
-    sb_printf(b, "<text x=\"%d\" y=\"16\" font-size=\"12\" text-anchor=\"middle\">accuracy vs "
+    efc_buf_printf(b, "<text x=\"%d\" y=\"16\" font-size=\"12\" text-anchor=\"middle\">accuracy vs "
                  "%s</text>\n", SVG_W / 2, by_bytes ? "model bytes" : "p50 latency (ms)");
     if (np == 0) {
-        sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">no "
+        efc_buf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">no "
                      "results</text>\n</svg>\n", SVG_W / 2, SVG_H / 2);
         return;
     }
@@ -311,25 +273,25 @@ static void svg_plot(struct sbuf *b, const struct efc_coord_class_selection *cs,
 #define PX(v) (SVG_PAD + ((v)-x0) * sx)
 #define PY(v) (SVG_H - SVG_PAD - ((v)-y0) * sy)
     /* axes and range labels */
-    sb_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", SVG_PAD,
+    efc_buf_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", SVG_PAD,
               SVG_H - SVG_PAD, SVG_W - SVG_PAD, SVG_H - SVG_PAD);
-    sb_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", SVG_PAD,
+    efc_buf_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000\"/>\n", SVG_PAD,
               SVG_PAD, SVG_PAD, SVG_H - SVG_PAD);
-    sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\">%.4g</text>\n", SVG_PAD,
+    efc_buf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\">%.4g</text>\n", SVG_PAD,
               SVG_H - SVG_PAD + 14, x0);
-    sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.4g</text>\n",
+    efc_buf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.4g</text>\n",
               SVG_W - SVG_PAD, SVG_H - SVG_PAD + 14, x1);
-    sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.4f</text>\n",
+    efc_buf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.4f</text>\n",
               SVG_PAD - 4, SVG_H - SVG_PAD, y0);
-    sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.4f</text>\n",
+    efc_buf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" text-anchor=\"end\">%.4f</text>\n",
               SVG_PAD - 4, SVG_PAD + 8, y1);
     if (sel->sla.kind == EFC_COORD_SLA_ABSOLUTE && sel->sla.value >= y0 &&
         sel->sla.value <= y1)
-        sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#c00\" "
+        efc_buf_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#c00\" "
                      "stroke-dasharray=\"4 3\"/>\n", SVG_PAD, PY(sel->sla.value),
                   SVG_W - SVG_PAD, PY(sel->sla.value));
     /* Pareto front: front points sorted by x, joined by a line. */
-    sb_printf(b, "<polyline fill=\"none\" stroke=\"#07c\" points=\"");
+    efc_buf_printf(b, "<polyline fill=\"none\" stroke=\"#07c\" points=\"");
     int done[256] = {0};
     for (size_t step = 0; step < cs->n_cands && step < 256; step++) {
         int best = -1;
@@ -344,10 +306,10 @@ static void svg_plot(struct sbuf *b, const struct efc_coord_class_selection *cs,
         if (best < 0)
             break;
         done[best] = 1;
-        sb_printf(b, "%.1f,%.1f ", PX(xval(&cs->cands[best], by_bytes)),
+        efc_buf_printf(b, "%.1f,%.1f ", PX(xval(&cs->cands[best], by_bytes)),
                   PY(cs->cands[best].acc.est));
     }
-    sb_printf(b, "\"/>\n");
+    efc_buf_printf(b, "\"/>\n");
     for (size_t i = 0; i < cs->n_cands; i++) {
         const struct efc_coord_candidate *c = &cs->cands[i];
         if (!cand_plotted(c))
@@ -356,56 +318,56 @@ static void svg_plot(struct sbuf *b, const struct efc_coord_class_selection *cs,
         const char *col = (int32_t)i == cs->chosen ? "#0a0"
                           : c->verdict == EFC_COORD_MEETS ? "#07c"
                                                           : "#999";
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n",
+        efc_buf_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n",
                   px, PY(c->acc.lo), px, PY(c->acc.hi), col);
-        sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>", px, py, col);
+        efc_buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>", px, py, col);
         sb_html(b, c->policy);
-        sb_printf(b, ": accuracy %.4f [%.4f, %.4f], p50 %.3f ms, %llu bytes, %s</title>"
+        efc_buf_printf(b, ": accuracy %.4f [%.4f, %.4f], p50 %.3f ms, %llu bytes, %s</title>"
                      "</circle>\n", c->acc.est, c->acc.lo, c->acc.hi, c->p50_ms,
                   (unsigned long long)c->model_bytes, efc_coord_verdict_str(c->verdict));
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\">", px + 5, py - 5);
+        efc_buf_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\">", px + 5, py - 5);
         sb_html(b, c->policy);
-        sb_printf(b, "</text>\n");
+        efc_buf_printf(b, "</text>\n");
     }
 #undef PX
 #undef PY
-    sb_printf(b, "</svg>\n");
+    efc_buf_printf(b, "</svg>\n");
 }
 
 enum efc_status efc_coord_report_html(const struct efc_coord_selection *sel, const char *title,
                                       char **out)
 {
-    struct sbuf b = {0};
+    struct efc_buf b = {0};
     char sla[64];
     char *table = NULL;
     enum efc_status st = efc_coord_report_table(sel, &table);
     if (st != EFC_OK)
         return st;
 
-    sb_printf(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
+    efc_buf_printf(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
     sb_html(&b, title ? title : "efc selection");
-    sb_printf(&b, "</title>\n<style>body{font-family:sans-serif;margin:1em}"
+    efc_buf_printf(&b, "</title>\n<style>body{font-family:sans-serif;margin:1em}"
                   "pre{background:#f6f6f6;padding:.5em;overflow-x:auto}"
                   "svg{margin:.5em}</style></head><body>\n<h1>");
     sb_html(&b, title ? title : "efc selection");
-    sb_printf(&b, "</h1>\n<p>SLA: ");
+    efc_buf_printf(&b, "</h1>\n<p>SLA: ");
     sb_html(&b, sla_str(sel, sla, sizeof(sla)));
-    sb_printf(&b, "; objective: %s. Points: pooled accuracy with its 95 %% Wilson interval; "
+    efc_buf_printf(&b, "; objective: %s. Points: pooled accuracy with its 95 %% Wilson interval; "
                   "green = chosen, blue = meets the SLA, grey = not; the blue line is the "
                   "Pareto front.</p>\n<pre>", obj_str(sel->objective));
     sb_html(&b, table);
-    sb_printf(&b, "</pre>\n");
+    efc_buf_printf(&b, "</pre>\n");
     efc_free(table);
     for (size_t k = 0; k < sel->n_classes; k++) {
         const struct efc_coord_class_selection *cs = &sel->classes[k];
-        sb_printf(&b, "<h2>");
+        efc_buf_printf(&b, "<h2>");
         sb_html(&b, cs->hw_class);
-        sb_printf(&b, " (%d devices)</h2>\n<div>\n", cs->n_devices);
+        efc_buf_printf(&b, " (%d devices)</h2>\n<div>\n", cs->n_devices);
         svg_plot(&b, cs, 0, sel);
         svg_plot(&b, cs, 1, sel);
-        sb_printf(&b, "</div>\n");
+        efc_buf_printf(&b, "</div>\n");
     }
-    sb_printf(&b, "</body></html>\n");
+    efc_buf_printf(&b, "</body></html>\n");
     return sb_finish(&b, out);
 }
 
