@@ -470,6 +470,29 @@ void efc_proto_wr_bool(cJSON *o, const char *name, int v, int *ok)
     }
 }
 
+enum efc_status efc_proto_decode_msg(const void *buf, size_t len, const char *msg,
+                                     const char *type, efc_proto_fields_fn fields, void *out,
+                                     size_t out_size, const char *topic_device,
+                                     const char *body_device)
+{
+    struct efc_proto_rd r = {NULL, msg, EFC_OK};
+    cJSON *root;
+    enum efc_status st;
+
+    memset(out, 0, out_size);
+    st = efc_proto_json_parse(buf, len, msg, type, &root);
+    if (st != EFC_OK)
+        return st;
+    r.root = root;
+    st = fields(&r, out);
+    cJSON_Delete(root);
+    if (st == EFC_OK && topic_device && body_device && strcmp(topic_device, body_device) != 0)
+        st = efc_errf(EFC_EPROTO, "%s: device id in body differs from topic", msg);
+    if (st != EFC_OK)
+        memset(out, 0, out_size);
+    return st;
+}
+
 enum efc_status efc_proto_wr_finish(cJSON *o, int ok, const char *msg, char **out)
 {
     char detail[256];

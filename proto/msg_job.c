@@ -21,8 +21,10 @@ static enum efc_status check_url(const char *u)
     return EFC_OK;
 }
 
-static enum efc_status decode_fields(struct efc_proto_rd *r, struct efc_proto_job *m)
+static enum efc_status decode_fields(struct efc_proto_rd *r, void *out)
 {
+    struct efc_proto_job *m = out;
+
     m->version = EFC_PROTO_VERSION;
     efc_proto_rd_id(r, "job_id", m->job_id, sizeof(m->job_id));
     efc_proto_rd_id(r, "round_id", m->round_id, sizeof(m->round_id));
@@ -47,20 +49,8 @@ static enum efc_status decode_fields(struct efc_proto_rd *r, struct efc_proto_jo
 
 enum efc_status efc_proto_job_decode(const void *buf, size_t len, struct efc_proto_job *out)
 {
-    struct efc_proto_rd r = {NULL, MSG, EFC_OK};
-    cJSON *root;
-    enum efc_status st;
-
-    memset(out, 0, sizeof(*out));
-    st = efc_proto_json_parse(buf, len, MSG, "job", &root);
-    if (st != EFC_OK)
-        return st;
-    r.root = root;
-    st = decode_fields(&r, out);
-    cJSON_Delete(root);
-    if (st != EFC_OK)
-        memset(out, 0, sizeof(*out));
-    return st;
+    return efc_proto_decode_msg(buf, len, MSG, "job", decode_fields, out, sizeof(*out),
+                                NULL, NULL);
 }
 
 enum efc_status efc_proto_job_encode(const struct efc_proto_job *m, char **out)

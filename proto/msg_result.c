@@ -45,8 +45,10 @@ static enum efc_status status_field(struct efc_proto_rd *r, int32_t *out)
     return r->st;
 }
 
-static enum efc_status decode_fields(struct efc_proto_rd *r, struct efc_proto_result *m)
+static enum efc_status decode_fields(struct efc_proto_rd *r, void *out)
 {
+    struct efc_proto_result *m = out;
+
     m->version = EFC_PROTO_VERSION;
     efc_proto_rd_id(r, "job_id", m->job_id, sizeof(m->job_id));
     efc_proto_rd_id(r, "round_id", m->round_id, sizeof(m->round_id));
@@ -86,22 +88,8 @@ static enum efc_status decode_fields(struct efc_proto_rd *r, struct efc_proto_re
 enum efc_status efc_proto_result_decode(const void *buf, size_t len, const char *topic_device,
                                         struct efc_proto_result *out)
 {
-    struct efc_proto_rd r = {NULL, MSG, EFC_OK};
-    cJSON *root;
-    enum efc_status st;
-
-    memset(out, 0, sizeof(*out));
-    st = efc_proto_json_parse(buf, len, MSG, "result", &root);
-    if (st != EFC_OK)
-        return st;
-    r.root = root;
-    st = decode_fields(&r, out);
-    cJSON_Delete(root);
-    if (st == EFC_OK && topic_device && strcmp(topic_device, out->device_id) != 0)
-        st = efc_errf(EFC_EPROTO, "%s: device id in body differs from topic", MSG);
-    if (st != EFC_OK)
-        memset(out, 0, sizeof(*out));
-    return st;
+    return efc_proto_decode_msg(buf, len, MSG, "result", decode_fields, out, sizeof(*out),
+                                topic_device, out->device_id);
 }
 
 enum efc_status efc_proto_result_encode(const struct efc_proto_result *m, char **out)

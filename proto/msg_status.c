@@ -7,8 +7,10 @@
 
 #define MSG "status"
 
-static enum efc_status decode_fields(struct efc_proto_rd *r, struct efc_proto_status *m)
+static enum efc_status decode_fields(struct efc_proto_rd *r, void *out)
 {
+    struct efc_proto_status *m = out;
+
     m->version = EFC_PROTO_VERSION;
     efc_proto_rd_id(r, "device_id", m->device_id, sizeof(m->device_id));
     efc_proto_rd_id(r, "hw_class", m->hw_class, sizeof(m->hw_class));
@@ -25,22 +27,8 @@ static enum efc_status decode_fields(struct efc_proto_rd *r, struct efc_proto_st
 enum efc_status efc_proto_status_decode(const void *buf, size_t len, const char *topic_device,
                                         struct efc_proto_status *out)
 {
-    struct efc_proto_rd r = {NULL, MSG, EFC_OK};
-    cJSON *root;
-    enum efc_status st;
-
-    memset(out, 0, sizeof(*out));
-    st = efc_proto_json_parse(buf, len, MSG, "status", &root);
-    if (st != EFC_OK)
-        return st;
-    r.root = root;
-    st = decode_fields(&r, out);
-    cJSON_Delete(root);
-    if (st == EFC_OK && topic_device && strcmp(topic_device, out->device_id) != 0)
-        st = efc_errf(EFC_EPROTO, "%s: device id in body differs from topic", MSG);
-    if (st != EFC_OK)
-        memset(out, 0, sizeof(*out));
-    return st;
+    return efc_proto_decode_msg(buf, len, MSG, "status", decode_fields, out, sizeof(*out),
+                                topic_device, out->device_id);
 }
 
 enum efc_status efc_proto_status_encode(const struct efc_proto_status *m, char **out)

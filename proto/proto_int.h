@@ -31,6 +31,16 @@ struct efc_proto_rd {
 enum efc_status efc_proto_json_parse(const void *buf, size_t len, const char *msg, const char *type,
                                      cJSON **root);
 
+/* A message's field reader: fills *out from r->root. */
+typedef enum efc_status (*efc_proto_fields_fn)(struct efc_proto_rd *r, void *out);
+/* The whole decode of one message: zero *out, parse buf as `type`, read the fields, and when
+ * topic_device is given require body_device (a field of *out) to equal it (RELIABILITY.md
+ * rule 4). On any error *out is zeroed again. */
+enum efc_status efc_proto_decode_msg(const void *buf, size_t len, const char *msg,
+                                     const char *type, efc_proto_fields_fn fields, void *out,
+                                     size_t out_size, const char *topic_device,
+                                     const char *body_device);
+
 /* Field readers: all required; EFC_EPROTO with a detail when missing, duplicated, of the wrong
  * JSON type or out of range. Each returns r->st: after the first failure the others are no-ops,
  * so a decoder calls them in a row and checks r->st once. */
