@@ -12,6 +12,7 @@
 #include "calib/calib.h"
 #include "common/efc_alloc.h"
 #include "common/efc_log.h"
+#include "common/efc_stats.h"
 #include "common/efc_parse.h"
 #include "common/efc_policy.h"
 #include "common/efc_rng.h"
@@ -136,12 +137,6 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int cmp_f64(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 enum efc_status efc_agent_split(int32_t n, int32_t want_calib, int32_t want_eval, uint64_t seed,
                                 int32_t **calib, int32_t *n_calib, int32_t **eval,
                                 int32_t *n_eval)
@@ -242,17 +237,6 @@ static enum efc_status predict(struct efc_exec *e, const struct efc_dataset *d, 
     return EFC_OK;
 }
 
-/* Nearest-rank percentile of sorted t[0..n). */
-static double pct(const double *t, int32_t n, double p)
-{
-    int32_t k = (int32_t)((p / 100.0) * n + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > n)
-        k = n;
-    return t[k - 1];
-}
-
 /* The host-wide timing lock: an exclusive flock on a shared file. Returns the fd or -1. */
 static int timing_lock(const char *path)
 {
@@ -291,7 +275,7 @@ static enum efc_status time_runs(struct efc_exec *e, const float *x, int32_t bat
             return st;
         t[i] = (double)(efc_time_ns() - t0) * 1e-6;
     }
-    qsort(t, (size_t)runs, sizeof(*t), cmp_f64);
+    efc_sort_f64(t, (size_t)runs);
     return EFC_OK;
 }
 
@@ -451,12 +435,12 @@ enum efc_status efc_agent_job_run(const struct efc_agent_job_ctx *ctx,
                 strerror(errno));
     if ((st = time_runs(ec, xb, 1, warmup, runs, times)))
         goto fail;
-    res->p50_ms = pct(times, runs, 50);
-    res->p90_ms = pct(times, runs, 90);
-    res->p99_ms = pct(times, runs, 99);
+    res->p50_ms = efc_percentile(times, (size_t)runs, 0.50);
+    res->p90_ms = efc_percentile(times, (size_t)runs, 0.90);
+    res->p99_ms = efc_percentile(times, (size_t)runs, 0.99);
     if ((st = time_runs(ec, xb, batch, warmup, runs, times)))
         goto fail;
-    res->batch_p50_ms = pct(times, runs, 50);
+    res->batch_p50_ms = efc_percentile(times, (size_t)runs, 0.50);
     timing_unlock(lock_fd);
     lock_fd = -1;
     goto out;

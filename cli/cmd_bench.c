@@ -7,6 +7,7 @@
 #include "common/efc_alloc.h"
 #include "common/efc_parse.h"
 #include "common/efc_rng.h"
+#include "common/efc_stats.h"
 #include "common/efc_time.h"
 #include "kernels/blas.h"
 #include "model/efm.h"
@@ -22,19 +23,6 @@ static void help(void)
            "  --warmup W    untimed runs first (default 10)\n"
            "  --json        one JSON object on stdout (keys in docs/cli.md)\n"
            "  --isa X       (global option) cap the kernels and the OpenBLAS core\n");
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const double *s, int n, double p)
-{
-    double r = p * (n - 1);
-    int i = (int)r;
-    return i + 1 < n ? s[i] + (s[i + 1] - s[i]) * (r - i) : s[n - 1];
 }
 
 int cmd_bench(int argc, char **argv)
@@ -130,10 +118,11 @@ int cmd_bench(int argc, char **argv)
         total += t[i];
     }
     allocs = efc_alloc_count() - allocs;
-    qsort(t, (size_t)runs, sizeof(double), cmp_double);
+    efc_sort_f64(t, (size_t)runs);
     {
-        double p50 = pct(t, (int)runs, 0.50), p90 = pct(t, (int)runs, 0.90);
-        double p99 = pct(t, (int)runs, 0.99);
+        double p50 = efc_percentile(t, (size_t)runs, 0.50);
+        double p90 = efc_percentile(t, (size_t)runs, 0.90);
+        double p99 = efc_percentile(t, (size_t)runs, 0.99);
         double thr = (double)batch * (double)runs / (total * 1e-3);
         if (json) {
             printf("{\"model\":");

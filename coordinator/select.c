@@ -2,6 +2,8 @@
  * runner-up, Pareto flags and per-device exceptions. Formulas are in docs/coordinator.md. */
 #include "coordinator/select.h"
 
+#include "common/efc_stats.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,18 +158,10 @@ enum efc_coord_verdict efc_coord_sla_verdict(const struct efc_coord_sla *sla,
 
 /* ---- aggregation ---------------------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, size_t n)
 {
-    if (n == 0)
-        return 0.0;
-    qsort(v, n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    efc_sort_f64(v, n);
+    return efc_percentile(v, n, 0.5);
 }
 
 static int matches(const struct efc_proto_result *r, const char *cls, const char *policy,
