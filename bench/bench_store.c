@@ -39,7 +39,7 @@ int main(int argc, char **argv)
         struct efc_proto_status st = {.version = EFC_PROTO_VERSION, .online = 1};
         snprintf(st.device_id, sizeof(st.device_id), "dev%lld", (long long)d);
         snprintf(st.hw_class, sizeof(st.hw_class), "x86_64-avx512vnni");
-        if (efc_coord_store_device_upsert(s, &st, 0) != EFC_OK) {
+        if (efc_coord_store_device_upsert(s, &st, 0, NULL) != EFC_OK) {
             fprintf(stderr, "upsert: %s\n", efc_err_detail());
             return 1;
         }

@@ -296,14 +296,15 @@ static struct dev *dev_find(struct coord *c, const char *id, int add)
 static void on_status(struct coord *c, const char *dev, const void *payload, size_t len)
 {
     struct efc_proto_status st;
-    int32_t n = 0;
+    int32_t n = 0, n_rel = 0;
     if (len == 0)
         return; /* a deleted retained status */
     if (efc_proto_status_decode(payload, len, dev, &st) != EFC_OK) {
         efc_log(EFC_LOG_WARN, MOD, "dropped malformed status of %s: %s", dev, efc_err_detail());
+        c->n_rejected++;
         return;
     }
-    if (efc_coord_store_device_upsert(c->store, &st, now_ms()) != EFC_OK) {
+    if (efc_coord_store_device_upsert(c->store, &st, now_ms(), &n_rel) != EFC_OK) {
         efc_log(EFC_LOG_ERROR, MOD, "store device %s: %s", dev, efc_err_detail());
         return;
     }
@@ -313,7 +314,12 @@ static void on_status(struct coord *c, const char *dev, const void *payload, siz
             d->sent_job[0] = 0;
             d->online = 0;
         }
-        efc_log(EFC_LOG_INFO, MOD, "device=%s class=%s offline", dev, st.hw_class);
+        if (n_rel > 0)
+            efc_log(EFC_LOG_WARN, MOD,
+                    "device=%s class=%s offline: %d job(s) released for reassignment", dev,
+                    st.hw_class, n_rel);
+        else
+            efc_log(EFC_LOG_INFO, MOD, "device=%s class=%s offline", dev, st.hw_class);
         return;
     }
     if (!d) {
@@ -337,6 +343,7 @@ static void on_chunk_req(struct coord *c, const char *dev, const void *payload, 
     if (efc_chunk_req_decode(payload, len, &req) != EFC_OK) {
         efc_log(EFC_LOG_WARN, MOD, "dropped malformed chunk request of %s: %s", dev,
                 efc_err_detail());
+        c->n_rejected++;
         return;
     }
     if (strcmp(req.sha256, c->base_sha) != 0) {
@@ -407,8 +414,11 @@ static void on_message(void *ctx, const char *topic, const void *payload, size_t
     char dev[EFC_PROTO_ID_MAX], kind[16];
     (void)retained;
     if (efc_proto_topic_parse(c->o.prefix, topic, dev, sizeof(dev), kind, sizeof(kind)) !=
-        EFC_OK)
+        EFC_OK) {
+        efc_log(EFC_LOG_WARN, MOD, "dropped message on topic %.120s: %s", topic, efc_err_detail());
+        c->n_rejected++;
         return;
+    }
     if (!strcmp(kind, "status"))
         on_status(c, dev, payload, len);
     else if (!strcmp(kind, "result"))
@@ -480,25 +490,20 @@ static void schedule(struct coord *c)
 
 /* 1 when no class can make progress: every class has no pending or assigned job, or has only
  * pending jobs that no live device of it can take (no live devices, or fewer than K). */
-static int round_settled(struct coord *c, int verbose)
+static int round_settled(struct coord *c)
 {
     struct efc_coord_class_progress *p = NULL;
     size_t n = 0;
     int settled = 1;
-    if (!verbose && ((int64_t)c->n_devs < c->o.min_devices || !efc_mqtt_connected(c->m)))
+    if ((int64_t)c->n_devs < c->o.min_devices || !efc_mqtt_connected(c->m))
         return 0;
     if (efc_coord_store_round_progress(c->store, c->round_id, &p, &n) != EFC_OK)
         return 0;
     if (n == 0)
         settled = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (p[i].assigned > 0)
             settled = 0;
-        if (verbose && p[i].pending > 0)
-            printf("class %s: %d job(s) not run: %s\n", p[i].hw_class, p[i].pending,
-                   p[i].live_devices == 0 ? "no live devices"
-                                          : "not enough distinct live devices");
-    }
     efc_free(p);
     return settled;
 }
@@ -516,6 +521,10 @@ static void print_counts(struct efc_coord_store *s, const char *round_id,
             failed += p[i].failed;
             expired += p[i].expired;
             pending += p[i].pending + p[i].assigned;
+            if (p[i].pending > 0)
+                printf("class %s: %d job(s) not run: %s\n", p[i].hw_class, p[i].pending,
+                       p[i].live_devices == 0 ? "no live devices"
+                                              : "not enough distinct live devices");
         }
         efc_free(p);
     }
@@ -688,7 +697,7 @@ static int run_round(struct coord *c)
     while (!g_stop && efc_time_ns() < until) {
         efc_mqtt_loop(c->m, LOOP_MS);
         schedule(c);
-        if (round_settled(c, 0)) {
+        if (round_settled(c)) {
             settled = 1;
             break;
         }
@@ -701,13 +710,12 @@ static int run_round(struct coord *c)
     if (!settled)
         printf("round %s: --timeout (%llds) reached; selecting on the results so far\n",
                c->round_id, (long long)c->o.timeout_s);
-    round_settled(c, 1);
     /* Keep serving briefly so the acks just published leave the socket. */
     for (int i = 0; i < 4; i++)
         efc_mqtt_loop(c->m, LOOP_MS);
     if (efc_coord_store_round_finish(c->store, c->round_id) != EFC_OK)
         fprintf(stderr, "efc-coordinator: finish: %s\n", efc_err_detail());
-    printf("round %s: %lld result(s) stored, %lld duplicate(s), %lld rejected\n", c->round_id,
+    printf("round %s: %lld result(s) stored, %lld duplicate(s), %lld message(s) rejected\n", c->round_id,
            (long long)c->n_results, (long long)c->n_duplicates, (long long)c->n_rejected);
     rc = select_and_report(c->store, c->round_id, &r, c->o.report);
 out:

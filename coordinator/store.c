@@ -338,10 +338,13 @@ static enum efc_status release_where(struct efc_coord_store *s, const char *devi
 }
 
 enum efc_status efc_coord_store_device_upsert(struct efc_coord_store *s,
-                                              const struct efc_proto_status *m, int64_t now_ms)
+                                              const struct efc_proto_status *m, int64_t now_ms,
+                                              int32_t *n_released)
 {
     sqlite3_stmt *st = NULL;
     char *js = status_json(m);
+    if (n_released)
+        *n_released = 0;
     if (!js)
         return efc_errf(EFC_ENOMEM, "store: status of %s", m->device_id);
     enum efc_status e = begin(s);
@@ -361,7 +364,7 @@ enum efc_status efc_coord_store_device_upsert(struct efc_coord_store *s,
     sqlite3_bind_int64(st, 6, now_ms);
     if ((e = step_done(s, st, "device upsert")) != EFC_OK)
         goto out;
-    if (!m->online && (e = release_where(s, m->device_id, 0, NULL)) != EFC_OK)
+    if (!m->online && (e = release_where(s, m->device_id, 0, n_released)) != EFC_OK)
         goto out;
     e = commit(s);
 out:

@@ -85,9 +85,11 @@ enum efc_status efc_coord_store_open(const char *path, struct efc_coord_store **
 void efc_coord_store_close(struct efc_coord_store *s);
 
 /* Insert or update a device from its status (status JSON, class, ISA, last_seen = now_ms).
- * A device going offline (online == 0) releases its assigned jobs back to pending. */
+ * A device going offline (online == 0) releases its assigned jobs back to pending (or to
+ * expired once their attempts are spent); *n_released (may be NULL) counts them. */
 enum efc_status efc_coord_store_device_upsert(struct efc_coord_store *s,
-                                              const struct efc_proto_status *st, int64_t now_ms);
+                                              const struct efc_proto_status *st, int64_t now_ms,
+                                              int32_t *n_released);
 /* EFC_ENOTFOUND if unknown. */
 enum efc_status efc_coord_store_device_get(struct efc_coord_store *s, const char *device_id,
                                            struct efc_coord_device *out);

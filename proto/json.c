@@ -175,8 +175,9 @@ int efc_proto_id_valid(const char *s)
         return 0;
     for (; s[n]; n++) {
         char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        /* no leading '.', '_' or '-': never "..", a hidden file or an option */
+        if (!alnum && (n == 0 || !(c == '.' || c == '_' || c == '-')))
             return 0;
         if (n + 1 >= EFC_PROTO_ID_MAX)
             return 0;
@@ -202,8 +203,8 @@ static enum efc_status rd_id_impl(struct efc_proto_rd *r, const char *name, char
     if (st != EFC_OK)
         return st;
     if (!efc_proto_id_valid(s))
-        return efc_errf(EFC_EPROTO, "%s: %s: not a valid id ([A-Za-z0-9._-]{1,%d})", r->msg, name,
-                        EFC_PROTO_ID_MAX - 1);
+        return efc_errf(EFC_EPROTO, "%s: %s: not a valid id ([A-Za-z0-9][A-Za-z0-9._-]{0,%d})",
+                        r->msg, name, EFC_PROTO_ID_MAX - 2);
     memcpy(dst, s, strlen(s) + 1);
     return EFC_OK;
 }

@@ -24,7 +24,7 @@
 #include "common/efc_status.h"
 
 #define EFC_PROTO_VERSION 1
-#define EFC_PROTO_ID_MAX 64      /* ids: [A-Za-z0-9._-]{1,63} */
+#define EFC_PROTO_ID_MAX 64      /* ids: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
 #define EFC_PROTO_POLICY_MAX 256 /* a policy string (DESIGN.md "Policies") */
 #define EFC_PROTO_CLASS_MAX 48   /* hardware class, e.g. "x86_64-avx512vnni" */
 #define EFC_PROTO_SHA256_HEX 65
@@ -132,7 +132,7 @@ enum efc_status efc_proto_topic(const char *prefix, const char *device_id, const
 /* Parse "<prefix>/dev/<id>/<kind>": device id and kind out; EFC_EPROTO if it does not match. */
 enum efc_status efc_proto_topic_parse(const char *prefix, const char *topic, char *device_id,
                                       size_t device_len, char *kind, size_t kind_len);
-/* 1 if s is a valid id ([A-Za-z0-9._-]{1,63}). */
+/* 1 if s is a valid id ([A-Za-z0-9][A-Za-z0-9._-]{0,62}). */
 int efc_proto_id_valid(const char *s);
 
 #endif

@@ -51,9 +51,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static void status(struct efc_coord_store *s, const char *id, const char *cls, int online)
+/* Returns how many jobs the status released (a device going offline). */
+static int32_t status(struct efc_coord_store *s, const char *id, const char *cls, int online)
 {
     struct efc_proto_status st;
+    int32_t n_rel = -1;
     memset(&st, 0, sizeof(st));
     st.version = 1;
     snprintf(st.device_id, sizeof(st.device_id), "%s", id);
@@ -61,7 +63,8 @@ static void status(struct efc_coord_store *s, const char *id, const char *cls, i
     snprintf(st.isa, sizeof(st.isa), "avx2");
     st.online = online;
     st.cores = 2;
-    assert_int_equal(efc_coord_store_device_upsert(s, &st, 1000), EFC_OK);
+    assert_int_equal(efc_coord_store_device_upsert(s, &st, 1000, &n_rel), EFC_OK);
+    return n_rel;
 }
 
 static void round_spec(struct efc_coord_round *r, const char *id, int n_pol, int k, int attempts)
@@ -267,9 +270,10 @@ static void test_reassign_on_expiry(void **state)
     assert_string_equal(k.job_id, j.job_id);
     assert_int_equal(k.attempts, 2);
     /* d2 goes offline: attempts spent -> expired (terminal), d3 gets nothing. */
-    status(s, "d2", "c", 0);
+    assert_int_equal(status(s, "d2", "c", 0), 1);
     assert_int_equal(efc_coord_store_job_get(s, j.job_id, &k), EFC_OK);
     assert_int_equal(k.state, EFC_COORD_JOB_EXPIRED);
+    assert_int_equal(status(s, "d2", "c", 0), 0); /* the retained status again: nothing */
     assert_int_equal(efc_coord_store_job_assign(s, "d3", 3000, &k), EFC_ENOTFOUND);
     assert_int_equal(efc_coord_store_job_assign(s, "d2", 3000, &k), EFC_ENOTFOUND); /* offline */
     struct efc_coord_class_progress p = progress1(s, "r3");
@@ -398,7 +402,7 @@ static void test_migrate_v1(void **state)
     assert_int_equal(efc_coord_store_open(db, &s), EFC_OK);
     snprintf(st.device_id, sizeof(st.device_id), "old-device");
     snprintf(st.hw_class, sizeof(st.hw_class), "generic-ref");
-    assert_int_equal(efc_coord_store_device_upsert(s, &st, 1), EFC_OK);
+    assert_int_equal(efc_coord_store_device_upsert(s, &st, 1, NULL), EFC_OK);
     efc_coord_store_close(s);
     /* make it a v1 database */
     assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);

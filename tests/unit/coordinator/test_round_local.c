@@ -64,7 +64,7 @@ static void test_round(void **state)
         snprintf(stt.device_id, sizeof(stt.device_id), "dev%d", d);
         snprintf(stt.hw_class, sizeof(stt.hw_class), "%s", cls);
         snprintf(stt.isa, sizeof(stt.isa), "%s", efc_isa_name(efc_kernels_isa()));
-        assert_int_equal(efc_coord_store_device_upsert(s, &stt, now), EFC_OK);
+        assert_int_equal(efc_coord_store_device_upsert(s, &stt, now, NULL), EFC_OK);
     }
     memset(&r, 0, sizeof(r));
     snprintf(r.round_id, sizeof(r.round_id), "r1");

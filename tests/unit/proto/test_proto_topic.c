@@ -132,6 +132,11 @@ static void test_id_valid(void **state)
     assert_false(efc_proto_id_valid(""));
     assert_false(efc_proto_id_valid(NULL));
     assert_false(efc_proto_id_valid("a b"));
+    assert_false(efc_proto_id_valid(".."));
+    assert_false(efc_proto_id_valid(".hidden"));
+    assert_false(efc_proto_id_valid("-opt"));
+    assert_false(efc_proto_id_valid("_x"));
+    assert_true(efc_proto_id_valid("x.."));
     assert_false(efc_proto_id_valid("a/b"));
     assert_false(efc_proto_id_valid("a\xc3\xa9"));
     assert_true(
