@@ -35,9 +35,12 @@
 #define MOD "coord"
 #define TOPIC_MAX 256
 #define PATH_MAX_ 4096
-#define MAX_DEVICES 1024
+#define MAX_DEVICES 16384 /* devices one coordinator tracks in a round */
+#define DEV_SLOTS (2 * MAX_DEVICES) /* hash index over device ids (power of two) */
 #define ART_MAX (256u << 20) /* base model size cap */
 #define LOOP_MS 50
+#define SETTLE_CHECK_NS 200000000ull
+#define FLUSH_MS 5000
 
 static volatile sig_atomic_t g_stop;
 
@@ -59,7 +62,17 @@ struct opts {
 struct dev {
     char id[EFC_PROTO_ID_MAX];
     char sent_job[EFC_PROTO_ID_MAX];
-    int online; /* last status said online (for logging transitions only) */
+    int online; /* last status said online */
+    int want;   /* may need a job: schedule() asks the store (set on events, not polled) */
+};
+
+struct ack_out {
+    char dev[EFC_PROTO_ID_MAX], job_id[EFC_PROTO_ID_MAX];
+    int is_new; /* a new result (else a duplicate, acked again) */
+};
+struct job_out {
+    size_t dev; /* index in devs */
+    struct efc_coord_job job;
 };
 
 struct coord {
@@ -72,8 +85,23 @@ struct coord {
     char base_path[PATH_MAX_];
     struct dev *devs;
     size_t n_devs;
+    int32_t *dev_slot; /* DEV_SLOTS entries: index + 1 into devs, 0 = empty */
     int64_t n_results, n_duplicates, n_rejected;
+    uint64_t t_first_result_ns, t_last_result_ns; /* new results stored this run */
+    uint64_t t_expire_ns, t_want_all_ns;           /* last expiry sweep, last full schedule */
+    /* What one loop pass will publish once its store batch is committed (never before). */
+    struct ack_out *acks;
+    size_t n_acks, cap_acks;
+    struct job_out *jobs;
+    size_t n_jobs, cap_jobs;
 };
+
+/* Every online device may need a job (jobs were released, or the periodic full pass). */
+static void want_all(struct coord *c)
+{
+    for (size_t i = 0; i < c->n_devs; i++)
+        c->devs[i].want = c->devs[i].online;
+}
 
 static int64_t now_ms(void)
 {
@@ -279,14 +307,27 @@ static int load_base(struct coord *c)
     return 0;
 }
 
+static uint32_t id_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* The device of that id; with add, created when new (NULL past MAX_DEVICES). */
 static struct dev *dev_find(struct coord *c, const char *id, int add)
 {
-    for (size_t i = 0; i < c->n_devs; i++)
-        if (!strcmp(c->devs[i].id, id))
-            return &c->devs[i];
+    uint32_t k = id_hash(id) & (DEV_SLOTS - 1);
+    for (; c->dev_slot[k]; k = (k + 1) & (DEV_SLOTS - 1)) {
+        struct dev *d = &c->devs[c->dev_slot[k] - 1];
+        if (!strcmp(d->id, id))
+            return d;
+    }
     if (!add || c->n_devs >= MAX_DEVICES)
         return NULL;
     struct dev *d = &c->devs[c->n_devs++];
+    c->dev_slot[k] = (int32_t)c->n_devs;
     snprintf(d->id, sizeof(d->id), "%s", id);
     d->sent_job[0] = 0;
     d->online = 0;
@@ -313,7 +354,10 @@ static void on_status(struct coord *c, const char *dev, const void *payload, siz
         if (d) {
             d->sent_job[0] = 0;
             d->online = 0;
+            d->want = 0;
         }
+        if (n_rel > 0)
+            want_all(c); /* another device of the class may take them */
         if (n_rel > 0)
             efc_log(EFC_LOG_WARN, MOD,
                     "device=%s class=%s offline: %d job(s) released for reassignment", dev,
@@ -332,6 +376,7 @@ static void on_status(struct coord *c, const char *dev, const void *payload, siz
         efc_log(EFC_LOG_INFO, MOD, "device=%s class=%s isa=%s online%s", dev, st.hw_class,
                 st.isa, n > 0 ? " (new class: jobs planned)" : "");
     d->online = 1;
+    d->want = 1;
 }
 
 static void on_chunk_req(struct coord *c, const char *dev, const void *payload, size_t len)
@@ -374,6 +419,20 @@ static void send_ack(struct coord *c, const char *dev, const char *job_id)
     efc_free(buf);
 }
 
+/* Room for one more element in a growable array; 0 on success. */
+static int grow(void **arr, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 64;
+    void *p = efc_realloc(*arr, nc * size);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
 static void on_result(struct coord *c, const char *dev, const void *payload, size_t len)
 {
     struct efc_proto_result r;
@@ -395,17 +454,23 @@ static void on_result(struct coord *c, const char *dev, const void *payload, siz
     struct dev *d = dev_find(c, dev, 0);
     if (d && !strcmp(d->sent_job, r.job_id))
         d->sent_job[0] = 0;
-    if (dup) {
-        c->n_duplicates++;
+    if (d)
+        d->want = d->online; /* done with that job: maybe the next one */
+    if (dup)
         efc_log(EFC_LOG_INFO, MOD, "result job=%s device=%s duplicate, acked again", r.job_id,
                 dev);
-    } else {
-        c->n_results++;
+    else
         efc_log(EFC_LOG_INFO, MOD, "result job=%s device=%s policy=%s %s correct=%d/%d p50=%.3fms",
                 r.job_id, dev, r.policy, r.status == EFC_PROTO_RESULT_OK ? "ok" : "failed",
                 r.correct, r.eval_total, r.p50_ms);
+    /* Acked once the pass's batch is committed (pass_commit). Without room, no ack now: the
+     * agent sends the result again and it is acked as a duplicate. */
+    if (grow((void **)&c->acks, &c->cap_acks, c->n_acks, sizeof(*c->acks)) == 0) {
+        struct ack_out *a = &c->acks[c->n_acks++];
+        snprintf(a->dev, sizeof(a->dev), "%s", dev);
+        snprintf(a->job_id, sizeof(a->job_id), "%s", r.job_id);
+        a->is_new = !dup;
     }
-    send_ack(c, dev, r.job_id);
 }
 
 static void on_message(void *ctx, const char *topic, const void *payload, size_t len, int retained)
@@ -464,28 +529,77 @@ static void publish_job(struct coord *c, struct dev *d, const struct efc_coord_j
     efc_free(buf);
 }
 
-/* Give every idle online device its next job; re-send a job assigned before a restart. */
+/* Give every device that may need one its next job; re-send a job assigned before a restart.
+ * Only devices flagged `want` are asked about (an event set it: online, result, released
+ * jobs), plus all of them once per EVERY_ALL_NS, so the cost per pass follows the traffic,
+ * not the fleet size. Overdue jobs are swept once per EXPIRE_NS. */
+#define EXPIRE_NS 1000000000ull
+#define EVERY_ALL_NS 5000000000ull
 static void schedule(struct coord *c)
 {
     int32_t n_exp = 0;
+    uint64_t now = efc_time_ns();
     if (!efc_mqtt_connected(c->m))
         return;
-    if (efc_coord_store_jobs_expire(c->store, now_ms(), &n_exp) == EFC_OK && n_exp > 0)
-        efc_log(EFC_LOG_WARN, MOD, "%d overdue job(s) released for reassignment", n_exp);
+    if (now - c->t_expire_ns >= EXPIRE_NS) {
+        c->t_expire_ns = now;
+        if (efc_coord_store_jobs_expire(c->store, now_ms(), &n_exp) == EFC_OK && n_exp > 0) {
+            efc_log(EFC_LOG_WARN, MOD, "%d overdue job(s) released for reassignment", n_exp);
+            want_all(c);
+        }
+    }
+    if (now - c->t_want_all_ns >= EVERY_ALL_NS) {
+        c->t_want_all_ns = now;
+        want_all(c);
+    }
     for (size_t i = 0; i < c->n_devs; i++) {
         struct dev *d = &c->devs[i];
         struct efc_coord_job job;
+        if (!d->want)
+            continue;
+        d->want = 0;
         int64_t deadline = now_ms() + c->o.job_timeout_s * 1000;
         enum efc_status e = efc_coord_store_job_assign(c->store, d->id, deadline, &job);
         if (e == EFC_OK || (e == EFC_EBUSY && strcmp(d->sent_job, job.job_id) != 0)) {
             if (strcmp(job.round_id, c->round_id) != 0)
                 efc_log(EFC_LOG_WARN, MOD, "job=%s belongs to round %s (another round)",
                         job.job_id, job.round_id);
-            publish_job(c, d, &job);
+            if (grow((void **)&c->jobs, &c->cap_jobs, c->n_jobs, sizeof(*c->jobs)) == 0) {
+                c->jobs[c->n_jobs].dev = i;
+                c->jobs[c->n_jobs++].job = job;
+            } /* else: sent by a later pass (EBUSY, not yet sent) */
         } else if (e != EFC_OK && e != EFC_EBUSY && e != EFC_ENOTFOUND) {
             efc_log(EFC_LOG_ERROR, MOD, "assign to %s: %s", d->id, efc_err_detail());
         }
     }
+}
+
+/* End of a loop pass: commit the store batch, then (only then) publish the pass's acks and
+ * jobs. A failed commit stored nothing: no ack goes out (agents resend their results), and
+ * the jobs stay pending in the store for a later pass. */
+static void pass_commit(struct coord *c)
+{
+    if (efc_coord_store_batch_commit(c->store) != EFC_OK) {
+        efc_log(EFC_LOG_ERROR, MOD, "store commit failed, %zu result(s) not acked: %s",
+                c->n_acks, efc_err_detail());
+        c->n_acks = c->n_jobs = 0;
+        want_all(c);
+        return;
+    }
+    for (size_t i = 0; i < c->n_acks; i++) {
+        const struct ack_out *a = &c->acks[i];
+        if (a->is_new) {
+            c->t_last_result_ns = efc_time_ns();
+            if (!c->n_results++)
+                c->t_first_result_ns = c->t_last_result_ns;
+        } else {
+            c->n_duplicates++;
+        }
+        send_ack(c, a->dev, a->job_id);
+    }
+    for (size_t i = 0; i < c->n_jobs; i++)
+        publish_job(c, &c->devs[c->jobs[i].dev], &c->jobs[i].job);
+    c->n_acks = c->n_jobs = 0;
 }
 
 /* 1 when no class can make progress: every class has no pending or assigned job, or has only
@@ -508,6 +622,11 @@ static int round_settled(struct coord *c)
     return settled;
 }
 
+static int cmp_strp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static void print_counts(struct efc_coord_store *s, const char *round_id,
                          const struct efc_proto_result *res, size_t n_res)
 {
@@ -528,11 +647,16 @@ static void print_counts(struct efc_coord_store *s, const char *round_id,
         }
         efc_free(p);
     }
-    for (size_t i = 0; i < n_res; i++) {
-        int seen = 0;
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = !strcmp(res[i].job_id, res[k].job_id);
-        distinct += !seen;
+    const char **ids = efc_calloc(n_res ? n_res : 1, sizeof(*ids));
+    if (ids) {
+        for (size_t i = 0; i < n_res; i++)
+            ids[i] = res[i].job_id;
+        qsort(ids, n_res, sizeof(*ids), cmp_strp);
+        for (size_t i = 0; i < n_res; i++)
+            distinct += i == 0 || strcmp(ids[i], ids[i - 1]) != 0;
+        efc_free(ids);
+    } else {
+        distinct = -1; /* out of memory: shown as -1, not guessed */
     }
     printf("round %s: jobs=%lld done=%lld failed=%lld expired=%lld unfinished=%lld "
            "results=%zu distinct_jobs=%lld\n",
@@ -668,14 +792,16 @@ static int run_round(struct coord *c)
     if (done)
         return select_and_report(c->store, c->round_id, &r, c->o.report);
     c->devs = efc_calloc(MAX_DEVICES, sizeof(*c->devs));
-    if (!c->devs)
-        return 1;
+    c->dev_slot = efc_calloc(DEV_SLOTS, sizeof(*c->dev_slot));
+    if (!c->devs || !c->dev_slot)
+        goto out;
     snprintf(client_id, sizeof(client_id), "efc-coordinator-%d", (int)getpid());
     struct efc_mqtt_opts mo = {.url = c->o.broker,
                                .client_id = client_id,
                                .on_message = on_message,
                                .ctx = c,
-                               .clean_start = 1};
+                               .clean_start = 1,
+                               .inflight = 1000};
     if (efc_mqtt_new(&mo, &c->m) != EFC_OK) {
         fprintf(stderr, "efc-coordinator: mqtt: %s\n", efc_err_detail());
         goto out;
@@ -694,9 +820,18 @@ static int run_round(struct coord *c)
     }
     uint64_t until = efc_time_ns() + (uint64_t)c->o.timeout_s * 1000000000ull;
     int settled = 0;
+    uint64_t t_check = 0;
     while (!g_stop && efc_time_ns() < until) {
+        if (efc_coord_store_batch_begin(c->store) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
+            break;
+        }
         efc_mqtt_loop(c->m, LOOP_MS);
         schedule(c);
+        pass_commit(c);
+        if (efc_time_ns() - t_check < SETTLE_CHECK_NS)
+            continue; /* a GROUP BY over the round's jobs: not on every burst */
+        t_check = efc_time_ns();
         if (round_settled(c)) {
             settled = 1;
             break;
@@ -710,19 +845,32 @@ static int run_round(struct coord *c)
     if (!settled)
         printf("round %s: --timeout (%llds) reached; selecting on the results so far\n",
                c->round_id, (long long)c->o.timeout_s);
-    /* Keep serving briefly so the acks just published leave the socket. */
-    for (int i = 0; i < 4; i++)
-        efc_mqtt_loop(c->m, LOOP_MS);
+    /* The acks just published must reach the broker before the client goes. */
+    if (efc_mqtt_flush(c->m, FLUSH_MS) != EFC_OK)
+        efc_log(EFC_LOG_WARN, MOD, "%s (agents resend those results; they are stored)",
+                efc_err_detail());
     if (efc_coord_store_round_finish(c->store, c->round_id) != EFC_OK)
         fprintf(stderr, "efc-coordinator: finish: %s\n", efc_err_detail());
     printf("round %s: %lld result(s) stored, %lld duplicate(s), %lld message(s) rejected\n", c->round_id,
            (long long)c->n_results, (long long)c->n_duplicates, (long long)c->n_rejected);
+    if (c->n_results > 1) {
+        double span = (double)(c->t_last_result_ns - c->t_first_result_ns) / 1e9;
+        printf("round %s: results stored at %.0f/s (%lld in %.2f s, first to last)\n",
+               c->round_id, span > 0 ? (double)(c->n_results - 1) / span : 0.0,
+               (long long)c->n_results, span);
+    }
     rc = select_and_report(c->store, c->round_id, &r, c->o.report);
 out:
     efc_mqtt_free(c->m);
     c->m = NULL;
     efc_free(c->devs);
     c->devs = NULL;
+    efc_free(c->dev_slot);
+    c->dev_slot = NULL;
+    efc_free(c->acks);
+    efc_free(c->jobs);
+    c->acks = NULL;
+    c->jobs = NULL;
     return rc;
 }
 

@@ -164,31 +164,64 @@ static double median(double *v, size_t n)
     return efc_percentile(v, n, 0.5);
 }
 
-static int matches(const struct efc_proto_result *r, const char *cls, const char *policy,
-                   const char *device)
+/* The selection works on an index of the results sorted by (class, policy, device, position):
+ * every (class, policy) is then one run, and every device one run inside it, so pooling is
+ * linear and nothing is quadratic in the number of results. */
+typedef const struct efc_proto_result *rp;
+
+static int cmp_result(const void *pa, const void *pb)
 {
-    if (strcmp(r->hw_class, cls) != 0 || strcmp(r->policy, policy) != 0)
-        return 0;
-    return device == NULL || strcmp(r->device_id, device) == 0;
+    rp x = *(const rp *)pa, y = *(const rp *)pb;
+    int c = strcmp(x->hw_class, y->hw_class);
+    if (!c)
+        c = strcmp(x->policy, y->policy);
+    if (!c)
+        c = strcmp(x->device_id, y->device_id);
+    if (!c)
+        c = (x > y) - (x < y); /* stable: the input order */
+    return c;
 }
 
-/* Index of the first result of the same device (under the same class/policy) before i. */
-static int seen_device_before(const struct efc_proto_result *res, size_t i, const char *cls,
-                              const char *policy)
+/* End of the run starting at i: same class (level 0), + policy (1), + device (2). */
+static size_t run_end(const rp *r, size_t i, size_t n, int level)
 {
-    for (size_t j = 0; j < i; j++)
-        if (matches(&res[j], cls, policy, res[i].device_id))
-            return 1;
-    return 0;
+    size_t j = i + 1;
+    for (; j < n; j++) {
+        if (strcmp(r[j]->hw_class, r[i]->hw_class) != 0)
+            break;
+        if (level >= 1 && strcmp(r[j]->policy, r[i]->policy) != 0)
+            break;
+        if (level >= 2 && strcmp(r[j]->device_id, r[i]->device_id) != 0)
+            break;
+    }
+    return j;
+}
+
+/* The run of device `dev` in a (class, policy) run r[0..n) (sorted by device): 1 if found. */
+static int find_device(const rp *r, size_t n, const char *dev, size_t *a, size_t *b)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(r[mid]->device_id, dev) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == n || strcmp(r[lo]->device_id, dev) != 0)
+        return 0;
+    *a = lo;
+    *b = run_end(r, lo, n, 2);
+    return 1;
 }
 
 struct scratch {
     double *p50, *p99, *acc;
 };
 
-/* Fill a candidate from the results of (cls, policy[, device]). */
-static void fill_candidate(const struct efc_proto_result *res, size_t n, const char *cls,
-                           const char *policy, const char *device,
+/* Fill a candidate from r[0..n): the sorted results of one (class, policy), or of one device
+ * under it. */
+static void fill_candidate(const rp *r, size_t n, const char *policy,
                            const struct efc_coord_select_opts *o, struct scratch *s,
                            struct efc_coord_candidate *c)
 {
@@ -197,49 +230,42 @@ static void fill_candidate(const struct efc_proto_result *res, size_t n, const c
     c->is_fp32 = strcmp(policy, "fp32") == 0;
     c->more_samples = 0;
     size_t n_dev = 0, n_dev_acc = 0;
-    const struct efc_proto_result *first_fail = NULL;
+    rp first_fail = NULL;
     double acc_sum = 0.0;
     c->acc_min = 1.0;
 
-    for (size_t i = 0; i < n; i++) {
-        const struct efc_proto_result *r = &res[i];
-        if (!matches(r, cls, policy, device))
-            continue;
-        if (r->status != EFC_PROTO_RESULT_OK) {
-            c->n_failed++;
-            if (!first_fail)
-                first_fail = r;
-        } else {
-            c->n_ok++;
-            if (r->model_bytes > c->model_bytes)
-                c->model_bytes = r->model_bytes;
-            if (r->has_labels && r->eval_total > 0) {
-                c->correct += r->correct;
-                c->total += r->eval_total;
-                c->both += r->both_correct;
-                c->base_only += r->base_only;
-                c->cand_only += r->cand_only;
-                c->neither += (int64_t)r->eval_total - r->both_correct - r->base_only -
-                              r->cand_only;
-            }
-        }
-        if (seen_device_before(res, i, cls, policy))
-            continue;
-        /* First result of this device: aggregate the device's OK results. */
+    for (size_t i = 0, e; i < n; i = e) {
+        e = run_end(r, i, n, 2); /* one device: r[i..e) */
         c->n_devices++;
         int64_t dc = 0, dt = 0;
         double p50 = 0.0, p99 = 0.0;
         int np = 0;
-        for (size_t j = i; j < n; j++) {
-            const struct efc_proto_result *q = &res[j];
-            if (!matches(q, cls, policy, r->device_id) || q->status != EFC_PROTO_RESULT_OK)
+        for (size_t j = i; j < e; j++) {
+            rp q = r[j];
+            if (q->status != EFC_PROTO_RESULT_OK) {
+                c->n_failed++;
+                if (!first_fail || q < first_fail)
+                    first_fail = q; /* the first in the input order */
                 continue;
+            }
+            c->n_ok++;
+            if (q->model_bytes > c->model_bytes)
+                c->model_bytes = q->model_bytes;
             p50 += q->p50_ms;
             p99 += q->p99_ms;
             np++;
             if (q->has_labels) {
                 dc += q->correct;
                 dt += q->eval_total;
+            }
+            if (q->has_labels && q->eval_total > 0) {
+                c->correct += q->correct;
+                c->total += q->eval_total;
+                c->both += q->both_correct;
+                c->base_only += q->base_only;
+                c->cand_only += q->cand_only;
+                c->neither += (int64_t)q->eval_total - q->both_correct - q->base_only -
+                              q->cand_only;
             }
         }
         if (np > 0) {
@@ -248,11 +274,11 @@ static void fill_candidate(const struct efc_proto_result *res, size_t n, const c
             n_dev++;
         }
         if (dt > 0) {
-            double a = (double)dc / (double)dt;
-            s->acc[n_dev_acc++] = a;
-            acc_sum += a;
-            if (a < c->acc_min)
-                c->acc_min = a;
+            double acc = (double)dc / (double)dt;
+            s->acc[n_dev_acc++] = acc;
+            acc_sum += acc;
+            if (acc < c->acc_min)
+                c->acc_min = acc;
         }
     }
     c->p50_ms = median(s->p50, n_dev);
@@ -373,44 +399,40 @@ static int cmp_policy(const void *a, const void *b)
     return strcmp(x, y);
 }
 
-/* Distinct strings (pointers into results) of field `which` (0 class, 1 policy, 2 device)
- * among results matching cls (NULL = any) and, for which == 2, policy. */
-static size_t distinct(const struct efc_proto_result *res, size_t n, int which, const char *cls,
-                       const char *policy, const char **out)
+/* A (class, policy) run of the sorted index. */
+struct run {
+    const char *policy;
+    size_t a, b;
+};
+
+static int cmp_run(const void *a, const void *b)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (cls && strcmp(res[i].hw_class, cls) != 0)
-            continue;
-        if (policy && strcmp(res[i].policy, policy) != 0)
-            continue;
-        const char *v = which == 0 ? res[i].hw_class
-                                   : (which == 1 ? res[i].policy : res[i].device_id);
-        size_t j = 0;
-        while (j < k && strcmp(out[j], v) != 0)
-            j++;
-        if (j == k)
-            out[k++] = v;
-    }
-    return k;
+    return cmp_policy(&((const struct run *)a)->policy, &((const struct run *)b)->policy);
 }
 
-static enum efc_status device_exceptions(const struct efc_proto_result *res, size_t n,
+/* Devices whose own paired results show the class's choice failing the SLA: their best
+ * candidate on their own results. runs[0..n_runs) are the class's policies, in cands order. */
+static enum efc_status device_exceptions(const rp *idx, const struct run *runs, size_t n_runs,
                                          const struct efc_coord_select_opts *o,
-                                         struct scratch *s, const char **devs, const char **pols,
-                                         size_t n_pols, struct efc_coord_class_selection *cs)
+                                         struct scratch *s,
+                                         struct efc_coord_class_selection *cs)
 {
     const struct efc_coord_candidate *choice = &cs->cands[cs->chosen];
-    size_t n_dev = distinct(res, n, 2, cs->hw_class, choice->policy, devs);
+    const struct run *ch = &runs[cs->chosen];
     struct efc_coord_candidate dc, best, own;
 
-    for (size_t d = 0; d < n_dev; d++) {
-        fill_candidate(res, n, cs->hw_class, choice->policy, devs[d], o, s, &dc);
+    for (size_t t = ch->a, e; t < ch->b; t = e) {
+        e = run_end(idx, t, ch->b, 2);
+        const char *dev = idx[t]->device_id;
+        fill_candidate(idx + t, e - t, ch->policy, o, s, &dc);
         if (dc.verdict != EFC_COORD_FAILS)
             continue; /* meets or within the noise on this device: keep the class default */
         int have = 0;
-        for (size_t p = 0; p < n_pols; p++) {
-            fill_candidate(res, n, cs->hw_class, pols[p], devs[d], o, s, &own);
+        for (size_t p = 0; p < n_runs; p++) {
+            size_t da, db;
+            if (!find_device(idx + runs[p].a, runs[p].b - runs[p].a, dev, &da, &db))
+                continue;
+            fill_candidate(idx + runs[p].a + da, db - da, runs[p].policy, o, s, &own);
             if (own.verdict != EFC_COORD_MEETS)
                 continue;
             if (!have || prefer(&own, &best, o) < 0) {
@@ -423,16 +445,16 @@ static enum efc_status device_exceptions(const struct efc_proto_result *res, siz
         if (!grown)
             return efc_errf(EFC_ENOMEM, "select: exceptions");
         cs->exceptions = grown;
-        struct efc_coord_exception *e = &cs->exceptions[cs->n_exceptions++];
-        memset(e, 0, sizeof(*e));
-        snprintf(e->device_id, sizeof(e->device_id), "%s", devs[d]);
-        snprintf(e->policy, sizeof(e->policy), "%s", have ? best.policy : "");
-        e->class_choice_acc = dc.acc;
-        e->class_choice_drop = dc.drop;
-        e->n = dc.total;
-        snprintf(e->evidence, sizeof(e->evidence),
+        struct efc_coord_exception *x = &cs->exceptions[cs->n_exceptions++];
+        memset(x, 0, sizeof(*x));
+        snprintf(x->device_id, sizeof(x->device_id), "%s", dev);
+        snprintf(x->policy, sizeof(x->policy), "%s", have ? best.policy : "");
+        x->class_choice_acc = dc.acc;
+        x->class_choice_drop = dc.drop;
+        x->n = dc.total;
+        snprintf(x->evidence, sizeof(x->evidence),
                  "%.100s on %s: accuracy %.4f [%.4f, %.4f], drop %.4f [%.4f, %.4f], n=%lld",
-                 choice->policy, devs[d], dc.acc.est, dc.acc.lo, dc.acc.hi, dc.drop.est,
+                 choice->policy, dev, dc.acc.est, dc.acc.lo, dc.acc.hi, dc.drop.est,
                  dc.drop.lo, dc.drop.hi, (long long)dc.total);
     }
     return EFC_OK;
@@ -457,7 +479,9 @@ enum efc_status efc_coord_select(const struct efc_proto_result *results, size_t 
     enum efc_status st = EFC_OK;
     struct efc_coord_select_opts o = *opts;
     struct efc_coord_selection *sel = NULL;
-    const char **classes = NULL, **pols = NULL, **devs = NULL;
+    const struct efc_proto_result **idx = NULL;
+    struct run *runs = NULL;
+    const char **devs = NULL;
     struct scratch s = {0};
 
     *out = NULL;
@@ -473,21 +497,25 @@ enum efc_status efc_coord_select(const struct efc_proto_result *results, size_t 
 
     size_t cap = n ? n : 1;
     sel = efc_calloc(1, sizeof(*sel));
-    classes = efc_calloc(cap, sizeof(*classes));
-    pols = efc_calloc(cap, sizeof(*pols));
+    idx = efc_calloc(cap, sizeof(*idx));
+    runs = efc_calloc(cap, sizeof(*runs));
     devs = efc_calloc(cap, sizeof(*devs));
     s.p50 = efc_calloc(cap, sizeof(double));
     s.p99 = efc_calloc(cap, sizeof(double));
     s.acc = efc_calloc(cap, sizeof(double));
-    if (!sel || !classes || !pols || !devs || !s.p50 || !s.p99 || !s.acc) {
+    if (!sel || !idx || !runs || !devs || !s.p50 || !s.p99 || !s.acc) {
         st = efc_errf(EFC_ENOMEM, "select: %zu results", n);
         goto out;
     }
     sel->sla = o.sla;
     sel->objective = o.objective;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = &results[i];
+    qsort(idx, n, sizeof(*idx), cmp_result);
 
-    size_t n_cls = distinct(results, n, 0, NULL, NULL, classes);
-    qsort(classes, n_cls, sizeof(*classes), cmp_str);
+    size_t n_cls = 0;
+    for (size_t i = 0; i < n; i = run_end(idx, i, n, 0))
+        n_cls++;
     if (n_cls) {
         sel->classes = efc_calloc(n_cls, sizeof(*sel->classes));
         if (!sel->classes) {
@@ -496,13 +524,24 @@ enum efc_status efc_coord_select(const struct efc_proto_result *results, size_t 
         }
     }
     sel->n_classes = n_cls;
-    for (size_t k = 0; k < n_cls; k++) {
+    for (size_t k = 0, i = 0, ce; i < n; i = ce, k++) {
         struct efc_coord_class_selection *cs = &sel->classes[k];
-        snprintf(cs->hw_class, sizeof(cs->hw_class), "%s", classes[k]);
+        ce = run_end(idx, i, n, 0); /* the class: idx[i..ce) */
+        snprintf(cs->hw_class, sizeof(cs->hw_class), "%s", idx[i]->hw_class);
         cs->chosen = cs->runner_up = cs->fp32 = -1;
-        cs->n_devices = (int32_t)distinct(results, n, 2, classes[k], NULL, devs);
-        size_t n_pol = distinct(results, n, 1, classes[k], NULL, pols);
-        qsort(pols, n_pol, sizeof(*pols), cmp_policy);
+        size_t m = 0, n_dev = 0;
+        for (size_t t = i; t < ce; t++)
+            devs[m++] = idx[t]->device_id;
+        qsort(devs, m, sizeof(*devs), cmp_str);
+        for (size_t t = 0; t < m; t++)
+            n_dev += t == 0 || strcmp(devs[t], devs[t - 1]) != 0;
+        cs->n_devices = (int32_t)n_dev;
+        size_t n_pol = 0;
+        for (size_t t = i, pe; t < ce; t = pe) {
+            pe = run_end(idx, t, ce, 1);
+            runs[n_pol++] = (struct run){idx[t]->policy, t, pe};
+        }
+        qsort(runs, n_pol, sizeof(*runs), cmp_run); /* fp32 first, then by name */
         cs->cands = efc_calloc(n_pol, sizeof(*cs->cands));
         if (!cs->cands) {
             st = efc_errf(EFC_ENOMEM, "select: candidates");
@@ -510,14 +549,15 @@ enum efc_status efc_coord_select(const struct efc_proto_result *results, size_t 
         }
         cs->n_cands = n_pol;
         for (size_t p = 0; p < n_pol; p++) {
-            fill_candidate(results, n, classes[k], pols[p], NULL, &o, &s, &cs->cands[p]);
+            fill_candidate(idx + runs[p].a, runs[p].b - runs[p].a, runs[p].policy, &o, &s,
+                           &cs->cands[p]);
             if (cs->cands[p].is_fp32)
                 cs->fp32 = (int32_t)p;
         }
         pareto(cs->cands, cs->n_cands);
         pick(cs->cands, cs->n_cands, &o, &cs->chosen, &cs->runner_up);
         if (cs->chosen >= 0) {
-            st = device_exceptions(results, n, &o, &s, devs, pols, n_pol, cs);
+            st = device_exceptions(idx, runs, n_pol, &o, &s, cs);
             if (st != EFC_OK)
                 goto out;
         }
@@ -526,8 +566,8 @@ enum efc_status efc_coord_select(const struct efc_proto_result *results, size_t 
     sel = NULL;
 out:
     efc_coord_selection_free(sel);
-    efc_free(classes);
-    efc_free(pols);
+    efc_free(idx);
+    efc_free(runs);
     efc_free(devs);
     efc_free(s.p50);
     efc_free(s.p99);

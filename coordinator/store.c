@@ -13,6 +13,8 @@
 
 struct efc_coord_store {
     sqlite3 *db;
+    int batch; /* inside efc_coord_store_batch_begin .. _commit */
+    int in_tx; /* the batch's transaction has begun (lazily, at its first write) */
 };
 
 static const char *const SCHEMA_V1 =
@@ -119,20 +121,54 @@ static enum efc_status exec(struct efc_coord_store *s, const char *sql, const ch
     return rc == SQLITE_OK ? EFC_OK : db_err(s, rc, what);
 }
 
+/* One operation's transaction. Inside a batch it is a savepoint of the batch's transaction
+ * (begun here at the first write), so a failed operation rolls back alone and nothing is
+ * durable before efc_coord_store_batch_commit. */
 static enum efc_status begin(struct efc_coord_store *s)
 {
-    return exec(s, "BEGIN IMMEDIATE", "begin");
+    if (!s->batch)
+        return exec(s, "BEGIN IMMEDIATE", "begin");
+    if (!s->in_tx) {
+        enum efc_status e = exec(s, "BEGIN IMMEDIATE", "begin batch");
+        if (e != EFC_OK)
+            return e;
+        s->in_tx = 1;
+    }
+    return exec(s, "SAVEPOINT op", "savepoint");
 }
 
 static enum efc_status commit(struct efc_coord_store *s)
 {
-    return exec(s, "COMMIT", "commit");
+    return exec(s, s->batch ? "RELEASE op" : "COMMIT", "commit");
 }
 
 static void rollback(struct efc_coord_store *s)
 {
-    if (!sqlite3_get_autocommit(s->db))
+    if (sqlite3_get_autocommit(s->db))
+        return;
+    sqlite3_exec(s->db, s->batch ? "ROLLBACK TO op; RELEASE op" : "ROLLBACK", NULL, NULL, NULL);
+}
+
+enum efc_status efc_coord_store_batch_begin(struct efc_coord_store *s)
+{
+    if (s->batch)
+        return efc_errf(EFC_EINVAL, "store: batch already open");
+    s->batch = 1;
+    s->in_tx = 0;
+    return EFC_OK;
+}
+
+enum efc_status efc_coord_store_batch_commit(struct efc_coord_store *s)
+{
+    enum efc_status e = EFC_OK;
+    if (!s->batch)
+        return efc_errf(EFC_EINVAL, "store: no batch open");
+    if (s->in_tx && (e = exec(s, "COMMIT", "commit batch")) != EFC_OK &&
+        !sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    s->batch = 0;
+    s->in_tx = 0;
+    return e;
 }
 
 static enum efc_status prep(struct efc_coord_store *s, const char *sql, sqlite3_stmt **st)
@@ -208,7 +244,19 @@ static enum efc_status migrate(struct efc_coord_store *s)
                       "migrate schema to v2")) != EFC_OK)
             goto fail;
     }
-    /* Future migrations: if (v < 3) { ...; PRAGMA user_version = 3; } */
+    if (v < 3) {
+        /* v3: job assignment walks one round's pending jobs of a class in (slot, policy) order
+         * and stops at the first this device may take; this index serves both the filter and
+         * the order (it replaces jobs_class, its prefix). Before: a sort of every pending job
+         * of the class per assignment, 68 % of the coordinator's time with 1000 agents. */
+        if ((e = exec(s,
+                      "CREATE INDEX jobs_pick ON jobs(round_id, class, state, slot, policy_idx);"
+                      "DROP INDEX IF EXISTS jobs_class;"
+                      "PRAGMA user_version = 3",
+                      "migrate schema to v3")) != EFC_OK)
+            goto fail;
+    }
+    /* Future migrations: if (v < 4) { ...; PRAGMA user_version = 4; } */
     return commit(s);
 fail:
     rollback(s);
@@ -879,30 +927,47 @@ enum efc_status efc_coord_store_job_assign(struct efc_coord_store *s, const char
     if (e != EFC_ENOTFOUND)
         goto out;
     /* Oldest running round first; slot-major so every policy gets its first device before any
-     * policy gets its second. A device never runs one policy twice in a round. */
-    if ((e = prep(s, "SELECT " JOB_COLS " FROM jobs j WHERE j.class = ?2 AND j.state = 'pending'"
-                     " AND j.round_id IN (SELECT id FROM rounds WHERE state = 'running')"
+     * policy gets its second. A device never runs one policy twice in a round. Per round, the
+     * pick walks jobs_pick in (slot, policy) order and stops at the first job this device may
+     * take: no sort, no scan of the class's other pending jobs. */
+    sqlite3_stmt *rs = NULL;
+    int found = 0, rc = SQLITE_DONE;
+    if ((e = prep(s, "SELECT id FROM rounds WHERE state = 'running' ORDER BY created, id", &rs)) !=
+            EFC_OK ||
+        (e = prep(s, "SELECT " JOB_COLS " FROM jobs j WHERE j.round_id = ?3 AND j.class = ?2"
+                     " AND j.state = 'pending'"
                      " AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.round_id = j.round_id"
                      "   AND k.policy_idx = j.policy_idx AND k.device_id = ?1)"
                      " AND NOT EXISTS (SELECT 1 FROM results x WHERE x.round_id = j.round_id"
                      "   AND x.policy = j.policy AND x.device_id = ?1)"
-                     " ORDER BY (SELECT created FROM rounds WHERE id = j.round_id), j.round_id,"
-                     " j.slot, j.policy_idx LIMIT 1",
-                  &st)) != EFC_OK)
+                     " ORDER BY j.slot, j.policy_idx LIMIT 1",
+                  &st)) != EFC_OK) {
+        sqlite3_finalize(rs);
         goto out;
+    }
     bind_text(st, 1, device_id);
     bind_text(st, 2, dev.hw_class);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
+    while (!found && (rc = sqlite3_step(rs)) == SQLITE_ROW) {
+        sqlite3_reset(st);
+        sqlite3_bind_text(st, 3, (const char *)sqlite3_column_text(rs, 0), -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            job_row(st, out);
+            found = 1;
+        } else if (rc != SQLITE_DONE) {
+            break;
+        }
+    }
+    sqlite3_finalize(rs);
+    if (!found && rc != SQLITE_DONE) {
+        e = db_err(s, rc, "job pick");
+        goto out;
+    }
+    if (!found) {
         e = efc_errf(EFC_ENOTFOUND, "store: no job for device %s (class %s)", device_id,
                      dev.hw_class);
         goto out;
     }
-    if (rc != SQLITE_ROW) {
-        e = db_err(s, rc, "job pick");
-        goto out;
-    }
-    job_row(st, out);
     sqlite3_finalize(st);
     st = NULL;
     if ((e = prep(s, "UPDATE jobs SET state = 'assigned', device_id = ?2, deadline = ?3,"

@@ -21,7 +21,7 @@
 #include "coordinator/select.h"
 #include "proto/proto.h"
 
-#define EFC_COORD_SCHEMA_VERSION 2
+#define EFC_COORD_SCHEMA_VERSION 3
 #define EFC_COORD_MAX_POLICIES 64
 #define EFC_COORD_MAX_ATTEMPTS_DEFAULT 3
 #define EFC_COORD_BUSY_TIMEOUT_MS 5000
@@ -83,6 +83,15 @@ struct efc_coord_class_progress {
 enum efc_status efc_coord_store_open(const char *path, struct efc_coord_store **out);
 /* Close; NULL is a no-op. */
 void efc_coord_store_close(struct efc_coord_store *s);
+
+/* Group commit. Between batch_begin and batch_commit every operation below runs inside one
+ * transaction (each in its own savepoint: a failed operation rolls back alone, as it would on
+ * its own), begun at the first write. Nothing is durable, and nothing may be acknowledged to a
+ * peer, before batch_commit returns EFC_OK; on an error the whole batch is rolled back.
+ * Reads see the batch's writes. The coordinator wraps one loop pass (a burst of results and
+ * the job assignments that follow) in a batch: one fsync instead of one per operation. */
+enum efc_status efc_coord_store_batch_begin(struct efc_coord_store *s);
+enum efc_status efc_coord_store_batch_commit(struct efc_coord_store *s);
 
 /* Insert or update a device from its status (status JSON, class, ISA, last_seen = now_ms).
  * A device going offline (online == 0) releases its assigned jobs back to pending (or to

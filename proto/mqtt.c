@@ -51,6 +51,9 @@ struct efc_mqtt {
     int ev_lost_rc;
     int ev_refused; /* CONNACK with a failure code */
     int freeing;
+    int inflight;
+    uint64_t n_events;   /* messages received + publishes completed (drain progress) */
+    uint64_t n_pending;  /* publishes accepted by libmosquitto, not yet completed */
 
     struct mqtt_sub *subs;
     size_t n_subs, cap_subs;
@@ -213,8 +216,24 @@ static void cb_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     if (m->freeing || !m->on_message || !msg || !msg->topic || msg->payloadlen < 0) {
         return;
     }
+    m->n_events++;
     const void *payload = msg->payloadlen > 0 ? msg->payload : ""; /* never NULL */
     m->on_message(m->ctx, msg->topic, payload, (size_t)msg->payloadlen, msg->retain ? 1 : 0);
+}
+
+/* A publish completed: QoS 0 written, QoS 1 PUBACK, QoS 2 PUBCOMP. */
+static void cb_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
+                       const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)mid;
+    (void)reason;
+    (void)props;
+    struct efc_mqtt *m = obj;
+    m->n_events++;
+    if (m->n_pending > 0) {
+        m->n_pending--;
+    }
 }
 
 /* ---- state machine -------------------------------------------------------------------- */
@@ -293,6 +312,9 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *o, struct efc_mqtt **ou
     if (o->client_id && (o->client_id[0] == '\0' || strlen(o->client_id) > 256)) {
         return efc_errf(EFC_EINVAL, "mqtt: client_id must be 1..256 bytes");
     }
+    if (o->inflight < 0 || o->inflight > 65535) {
+        return efc_errf(EFC_EINVAL, "mqtt: inflight %d out of range 0..65535", o->inflight);
+    }
     if (!o->client_id && !o->clean_start) {
         return efc_errf(EFC_EINVAL, "mqtt: a persistent session (clean_start 0) needs a "
                                     "client_id");
@@ -335,6 +357,12 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *o, struct efc_mqtt **ou
                         strerror(e));
     }
     int rc = mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    if (rc == MOSQ_ERR_SUCCESS && o->inflight > 0) {
+        rc = mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, o->inflight);
+        if (rc == MOSQ_ERR_SUCCESS) {
+            rc = mosquitto_int_option(m->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, o->inflight);
+        }
+    }
     if (rc == MOSQ_ERR_SUCCESS && o->will_topic) {
         rc = mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len, o->will_payload,
                                    o->will_qos, o->will_retain ? true : false, NULL);
@@ -347,6 +375,7 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *o, struct efc_mqtt **ou
     mosquitto_connect_v5_callback_set(m->mosq, cb_connect);
     mosquitto_disconnect_v5_callback_set(m->mosq, cb_disconnect);
     mosquitto_message_v5_callback_set(m->mosq, cb_message);
+    mosquitto_publish_v5_callback_set(m->mosq, cb_publish);
     *out = m;
     return EFC_OK;
 }
@@ -382,6 +411,7 @@ static void after_io(struct efc_mqtt *m, int rc)
                 reason_str(reason));
         m->state = ST_WAIT;
         m->attempt = 0;
+        m->n_pending = 0; /* resent by the session after a reconnect, or lost with it */
         if (m->on_disconnect) {
             m->on_disconnect(m->ctx, reason);
         }
@@ -428,9 +458,33 @@ enum efc_status efc_mqtt_loop(struct efc_mqtt *m, int timeout_ms)
         }
         return EFC_OK;
     }
+    uint64_t seen = m->n_events;
     int rc = mosquitto_loop(m->mosq, timeout_ms, 1);
     after_io(m, rc);
+    for (int i = 0; i < EFC_MQTT_DRAIN_MAX && m->state == ST_UP && m->n_events != seen; i++) {
+        seen = m->n_events;
+        rc = mosquitto_loop(m->mosq, 0, 1);
+        after_io(m, rc);
+    }
     return EFC_OK;
+}
+
+enum efc_status efc_mqtt_flush(struct efc_mqtt *m, int timeout_ms)
+{
+    if (!m || timeout_ms < 0) {
+        return efc_errf(EFC_EINVAL, "mqtt: flush: bad argument");
+    }
+    uint64_t until = efc_time_ns() + (uint64_t)timeout_ms * 1000000ull;
+    while (m->n_pending > 0 && m->state == ST_UP && efc_time_ns() < until) {
+        int rc = mosquitto_loop(m->mosq, 10, 1);
+        after_io(m, rc);
+    }
+    if (m->n_pending == 0) {
+        return EFC_OK;
+    }
+    return efc_errf(m->state == ST_UP ? EFC_ETIMEDOUT : EFC_ENET,
+                    "mqtt: %s: %llu message(s) not delivered to the broker", who(m),
+                    (unsigned long long)m->n_pending);
 }
 
 static int sub_find(const struct efc_mqtt *m, const char *pattern)
@@ -518,6 +572,7 @@ enum efc_status efc_mqtt_publish(struct efc_mqtt *m, const char *topic, const vo
     mosquitto_property_free_all(&props);
     switch (rc) {
     case MOSQ_ERR_SUCCESS:
+        m->n_pending++;
         return EFC_OK;
     case MOSQ_ERR_NOMEM:
         return efc_errf(EFC_ENOMEM, "mqtt: publish '%s': out of memory", topic);

@@ -50,6 +50,10 @@ struct efc_mqtt_opts {
     void *ctx;
     int clean_start;           /* 1: start a fresh session on every connect */
     uint32_t session_expiry_s; /* MQTT v5 session expiry; 0: session ends on disconnect */
+    /* QoS 1/2 messages in flight each way (MQTT v5 send and receive maximum), 1 .. 65535;
+     * 0: libmosquitto's default of 20. A busy coordinator wants more: with 20, its acks and
+     * jobs queue behind PUBACK round trips. */
+    int inflight;
 };
 
 /* Parse "mqtt://host[:port]" ("[v6addr]" accepted). host gets host_cap bytes (NUL-terminated).
@@ -65,9 +69,17 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *opts, struct efc_mqtt *
 enum efc_status efc_mqtt_connect(struct efc_mqtt *m);
 
 /* One iteration: network I/O and callbacks (mosquitto_loop), or, while disconnected, waiting
- * for and starting the next attempt. Never blocks longer than timeout_ms (>= 0). Returns
- * EFC_OK unless m was never connected (EFC_EINVAL); a lost connection is handled inside. */
+ * for and starting the next attempt. Waits at most timeout_ms (>= 0) for traffic; once traffic
+ * came, keeps reading without waiting while packets keep arriving (at most
+ * EFC_MQTT_DRAIN_MAX rounds), so a burst is taken in one call. Returns EFC_OK unless m was
+ * never connected (EFC_EINVAL); a lost connection is handled inside. */
+#define EFC_MQTT_DRAIN_MAX 256
 enum efc_status efc_mqtt_loop(struct efc_mqtt *m, int timeout_ms);
+
+/* Run the loop until every message published so far has left (QoS 0: written; QoS 1/2: the
+ * broker acknowledged it), or timeout_ms passed, or the connection is down. EFC_OK when all
+ * left; EFC_ETIMEDOUT / EFC_ENET with the count still pending otherwise. */
+enum efc_status efc_mqtt_flush(struct efc_mqtt *m, int timeout_ms);
 
 /* Subscribe to a topic filter (wildcards allowed) at qos 0..2. Kept in a list and re-sent after
  * every reconnect; subscribing to a filter already in the list updates its qos. Allowed while

@@ -31,9 +31,7 @@ done
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null; done
-    broker_stop
+    stop_all
     if [[ -n "${EFC_VERBOSE:-}" ]]; then cat "$tmp"/*.log 2>/dev/null; fi
     rm -rf "$tmp"
 }

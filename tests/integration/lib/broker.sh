@@ -5,6 +5,8 @@
 #                        port taken between the check and the bind.
 #   broker_stop          SIGTERM, then SIGKILL after 2 s.
 #   broker_kill          SIGKILL (crash tests).
+#   stop_all             SIGKILL and reap every pid in the caller's array `pids`, then
+#                        broker_stop (the scripts' EXIT trap).
 _efc_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 
 _port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -44,4 +46,10 @@ broker_kill() {
     kill -9 "$BROKER_PID" 2>/dev/null
     wait "$BROKER_PID" 2>/dev/null
     BROKER_PID=
+}
+
+stop_all() {
+    local p
+    for p in "${pids[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null; done
+    broker_stop
 }

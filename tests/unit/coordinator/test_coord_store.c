@@ -243,6 +243,69 @@ static void test_idempotent_result(void **state)
     efc_coord_store_close(s);
 }
 
+/* Rows of results as another connection sees them (committed only). */
+static int committed_results(const char *path)
+{
+    sqlite3 *raw = NULL;
+    sqlite3_stmt *q = NULL;
+    int n = -1;
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(raw, "SELECT count(*) FROM results", -1, &q, NULL),
+                     SQLITE_OK);
+    if (sqlite3_step(q) == SQLITE_ROW)
+        n = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(raw);
+    return n;
+}
+
+/* Group commit: a batch's writes are invisible to others until batch_commit, a failed operation
+ * inside it rolls back alone, duplicates are still recognised, and reads see the batch. */
+static void test_batch(void **state)
+{
+    struct fx *f = *state;
+    struct efc_coord_store *s = NULL;
+    struct efc_coord_round r;
+    struct efc_coord_job j1, j2, k;
+    int dup = -1;
+    assert_int_equal(efc_coord_store_open(f->path, &s), EFC_OK);
+    status(s, "d1", "c", 1);
+    status(s, "d2", "c", 1);
+    round_spec(&r, "rb", 2, 1, 3);
+    assert_int_equal(efc_coord_store_round_create(s, &r), EFC_OK);
+    assert_int_equal(efc_coord_store_batch_commit(s), EFC_EINVAL); /* none open */
+    assert_int_equal(efc_coord_store_batch_begin(s), EFC_OK);
+    assert_int_equal(efc_coord_store_batch_begin(s), EFC_EINVAL); /* no nesting */
+    assert_int_equal(efc_coord_store_job_assign(s, "d1", 5000, &j1), EFC_OK);
+    assert_int_equal(efc_coord_store_job_assign(s, "d2", 5000, &j2), EFC_OK);
+    assert_string_not_equal(j1.job_id, j2.job_id); /* the second saw the first's assignment */
+    struct efc_proto_result res = result_for(&j1, "d1");
+    assert_int_equal(efc_coord_store_result_put(s, &res, 1, &dup), EFC_OK);
+    assert_int_equal(dup, 0);
+    assert_int_equal(efc_coord_store_result_put(s, &res, 2, &dup), EFC_OK);
+    assert_int_equal(dup, 1);
+    struct efc_proto_result bad = res;
+    snprintf(bad.job_id, sizeof(bad.job_id), "rb.999");
+    assert_int_equal(efc_coord_store_result_put(s, &bad, 3, &dup), EFC_ENOTFOUND);
+    snprintf(bad.job_id, sizeof(bad.job_id), "%s", j2.job_id); /* d2's job, wrong policy */
+    snprintf(bad.policy, sizeof(bad.policy), "fp16");
+    assert_int_equal(efc_coord_store_result_put(s, &bad, 3, &dup), EFC_EPROTO);
+    assert_int_equal(committed_results(f->path), 0); /* nothing durable yet */
+    assert_int_equal(efc_coord_store_job_get(s, j1.job_id, &k), EFC_OK);
+    assert_int_equal(k.state, EFC_COORD_JOB_DONE); /* the batch reads its own writes */
+    assert_int_equal(efc_coord_store_batch_commit(s), EFC_OK);
+    assert_int_equal(committed_results(f->path), 1);
+    assert_int_equal(efc_coord_store_job_get(s, j2.job_id, &k), EFC_OK);
+    assert_int_equal(k.state, EFC_COORD_JOB_ASSIGNED); /* the failed put left it alone */
+    /* An empty batch commits; outside a batch, operations commit on their own again. */
+    assert_int_equal(efc_coord_store_batch_begin(s), EFC_OK);
+    assert_int_equal(efc_coord_store_batch_commit(s), EFC_OK);
+    res = result_for(&j2, "d2");
+    assert_int_equal(efc_coord_store_result_put(s, &res, 4, &dup), EFC_OK);
+    assert_int_equal(committed_results(f->path), 2);
+    efc_coord_store_close(s);
+}
+
 static void test_reassign_on_expiry(void **state)
 {
     struct fx *f = *state;
@@ -407,6 +470,8 @@ static void test_migrate_v1(void **state)
     /* make it a v1 database */
     assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
     assert_int_equal(sqlite3_exec(raw, "DROP INDEX results_device; DROP INDEX jobs_device_round;"
+                                       "DROP INDEX jobs_pick;"
+                                       "CREATE INDEX jobs_class ON jobs(round_id, class, state);"
                                        "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(raw);
     assert_int_equal(efc_coord_store_open(db, &s), EFC_OK); /* migrates */
@@ -415,11 +480,11 @@ static void test_migrate_v1(void **state)
     efc_coord_store_close(s);
     assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(raw, "SELECT (SELECT count(*) FROM sqlite_master WHERE "
-                                             "name IN ('results_device','jobs_device_round')),"
+                                             "name IN ('results_device','jobs_device_round','jobs_pick')),"
                                              " (SELECT user_version FROM pragma_user_version)",
                                         -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(q, 0), 2);
+    assert_int_equal(sqlite3_column_int(q, 0), 3);
     assert_int_equal(sqlite3_column_int(q, 1), EFC_COORD_SCHEMA_VERSION);
     sqlite3_finalize(q);
     sqlite3_close(raw);
@@ -485,6 +550,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reassign_on_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_sigkill, setup, teardown),
