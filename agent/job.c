@@ -292,7 +292,7 @@ void efc_agent_result_init(const struct efc_agent_job_ctx *ctx, const struct efc
              ctx && ctx->hw_class ? ctx->hw_class : "");
     snprintf(res->policy, sizeof(res->policy), "%s", job->policy);
     snprintf(res->isa, sizeof(res->isa), "%s", efc_isa_name(efc_kernels_isa()));
-    snprintf(res->blas_core, sizeof(res->blas_core), "%s", efc_blas_core());
+    snprintf(res->blas_core, sizeof(res->blas_core), "%s", efc_blas_core_planned()); /* loaded only if FP32 ran */
     res->status = EFC_PROTO_RESULT_OK;
     res->batch = job->batch > 0 ? job->batch : 1;
 }

@@ -737,7 +737,7 @@ int main(int argc, char **argv)
         cap = efc_isa_cap(cap, want);
         setenv("EFC_ISA", efc_isa_name(cap), 1);
     }
-    efc_blas_setup(argc, argv, cap); /* may re-exec with the matching OpenBLAS core */
+    efc_blas_setup(cap); /* the OpenBLAS core for the cap; opened only by evaluation children */
     /* A device measures on one core, like `efc bench`: OpenBLAS threads spinning against
      * other work on a shared host made FP32 latencies several times too slow. */
     efc_blas_set_threads(1);

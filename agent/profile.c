@@ -78,7 +78,7 @@ enum efc_status efc_agent_profile_detect(enum efc_isa cap, struct efc_agent_prof
     p->isa_best = efc_isa_best();
     p->isa = efc_isa_cap(p->isa_best, cap);
     snprintf(p->hw_class, sizeof(p->hw_class), "%s", efc_agent_hw_class(p->isa));
-    snprintf(p->blas_core, sizeof(p->blas_core), "%s", efc_blas_core());
+    snprintf(p->blas_core, sizeof(p->blas_core), "%s", efc_blas_core_planned()); /* not loaded here */
     return EFC_OK;
 }
 

@@ -2,8 +2,8 @@
  *
  * OpenBLAS picks its kernel set ("core") once, when the library loads. This bench runs the
  * same sgemm shapes in child processes, one per core configuration:
- *   library  — OPENBLAS_CORETYPE unset and EFC_BLAS_NO_REEXEC=1: what OpenBLAS picks alone;
- *   efc      — OPENBLAS_CORETYPE unset, efc_blas_setup() re-executes with efc's choice;
+ *   library  — OPENBLAS_CORETYPE unset and EFC_BLAS_KEEP_ENV=1: what OpenBLAS picks alone;
+ *   efc      — OPENBLAS_CORETYPE unset, efc_blas_setup() sets efc's choice before OpenBLAS is opened;
  *   env      — the OPENBLAS_CORETYPE this bench was started with, if any;
  *   Prescott / Haswell / SkylakeX / Cooperlake — forced with OPENBLAS_CORETYPE.
  * and prints GFLOP/s per shape and the ratio to the efc column, with the core name each child
@@ -99,9 +99,9 @@ static double bench_shape(const struct shape *s)
 }
 
 /* Child: serve "s <idx>" lines from stdin with "r <idx> <GFLOP/s>" lines on stdout. */
-static int child_main(int argc, char **argv, int threads)
+static int child_main(int threads)
 {
-    efc_blas_setup(argc, argv, efc_isa_best()); /* no-op with EFC_BLAS_NO_REEXEC=1 */
+    efc_blas_setup(efc_isa_best()); /* no-op with EFC_BLAS_KEEP_ENV=1 */
     efc_blas_set_threads(threads);
     printf("core %s\n", efc_blas_core());
     fflush(stdout);
@@ -119,7 +119,7 @@ static int child_main(int argc, char **argv, int threads)
 struct column {
     const char *label;
     const char *coretype; /* NULL: unset */
-    int no_reexec;
+    int keep_env;
     char core[64];
     double gflops[N_SHAPES][N_ROUNDS];
     pid_t pid;
@@ -146,16 +146,15 @@ static void start_column(struct column *col, const char *threads)
         close(down[1]);
         close(up[0]);
         close(up[1]);
-        unsetenv("EFC_BLAS_REEXEC");
         unsetenv("EFC_BLAS_CORE");
         if (col->coretype != NULL)
             setenv("OPENBLAS_CORETYPE", col->coretype, 1);
         else
             unsetenv("OPENBLAS_CORETYPE");
-        if (col->no_reexec)
-            setenv("EFC_BLAS_NO_REEXEC", "1", 1);
+        if (col->keep_env)
+            setenv("EFC_BLAS_KEEP_ENV", "1", 1);
         else
-            unsetenv("EFC_BLAS_NO_REEXEC");
+            unsetenv("EFC_BLAS_KEEP_ENV");
         char *args[] = {(char *)"bench_blas", (char *)"--child", (char *)"--threads",
                         (char *)threads, NULL};
         execv("/proc/self/exe", args);
@@ -222,21 +221,21 @@ int main(int argc, char **argv)
         }
     }
     if (child)
-        return child_main(argc, argv, threads);
+        return child_main(threads);
 
     const struct efc_cpu_features *f = efc_cpu_features();
     const char *env_core = getenv("OPENBLAS_CORETYPE");
     struct column cols[8];
     size_t n_cols = 0;
     memset(cols, 0, sizeof(cols));
-    cols[n_cols++] = (struct column){.label = "library", .coretype = NULL, .no_reexec = 1};
-    cols[n_cols++] = (struct column){.label = "efc", .coretype = NULL, .no_reexec = 0};
+    cols[n_cols++] = (struct column){.label = "library", .coretype = NULL, .keep_env = 1};
+    cols[n_cols++] = (struct column){.label = "efc", .coretype = NULL, .keep_env = 0};
     if (env_core != NULL && env_core[0] != '\0')
-        cols[n_cols++] = (struct column){.label = "env", .coretype = env_core, .no_reexec = 1};
+        cols[n_cols++] = (struct column){.label = "env", .coretype = env_core, .keep_env = 1};
     static const char *forced[] = {"Prescott", "Haswell", "SkylakeX", "Cooperlake"};
     for (size_t i = 0; i < 4; i++)
         cols[n_cols++] = (struct column){.label = forced[i], .coretype = forced[i],
-                                         .no_reexec = 1};
+                                         .keep_env = 1};
 
     printf("bench_blas: %s, family %d model %d, best isa %s, efc wants core %s, %d thread(s)\n",
            f->brand, f->family, f->model, efc_isa_name(efc_isa_best()),

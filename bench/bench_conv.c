@@ -133,7 +133,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", efc_err_detail());
         return 2;
     }
-    efc_blas_setup(argc, argv, cap); /* before anything else: may re-exec */
+    efc_blas_setup(cap); /* before any BLAS call */
     efc_blas_set_threads(threads);
     printf("bench_conv: %s, kernels isa %s (cpu best %s), OpenBLAS core %s, %d thread(s)\n",
            efc_cpu_features()->brand, efc_isa_name(efc_kernels_isa()),

@@ -79,7 +79,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", efc_err_detail());
         return 2;
     }
-    efc_blas_setup(argc, argv, cap); /* before anything else: may re-exec */
+    efc_blas_setup(cap); /* before any BLAS call */
     int32_t n = argc > 1 ? (int32_t)strtol(argv[1], NULL, 10) : 2560;
     if (n < 128)
         n = 128;

@@ -145,8 +145,8 @@ int main(int argc, char **argv)
         cap = efc_isa_cap(cap, want);
         setenv("EFC_ISA", efc_isa_name(cap), 1); /* the kernel table and children follow */
     }
-    /* OpenBLAS must run its best core for this CPU and cap: this may re-exec us. */
-    efc_blas_setup(argc, argv, cap);
+    /* OpenBLAS must run its best core for this CPU and cap (set before it is opened). */
+    efc_blas_setup(cap);
     argc = strip_isa(argc, argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {

@@ -69,7 +69,8 @@ static enum efc_status check_data(const struct efc_dataset *d, const char *what,
  * the thread count; use every online CPU unless the user chose a count. */
 static void setup_threads(void)
 {
-    if (getenv("OPENBLAS_NUM_THREADS") || getenv("OMP_NUM_THREADS"))
+    if (getenv("OPENBLAS_NUM_THREADS") || getenv("OMP_NUM_THREADS") ||
+        efc_blas_threads_requested() > 0)
         return;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     if (n > 1 && efc_blas_threads() < n)

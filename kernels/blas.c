@@ -1,40 +1,112 @@
-/* blas.c — the OpenBLAS door: core selection by re-exec, threads, sgemm/sgemv.
+/* blas.c — the OpenBLAS door: the core chosen before the library loads, the library opened at
+ * first use, threads, sgemm/sgemv.
  *
  * OpenBLAS (DYNAMIC_ARCH) picks its kernel set once, in its library constructor, from
  * OPENBLAS_CORETYPE or its own CPUID table. Debian's 0.3.21 table predates Zen 4/5 and
- * Sapphire Rapids, so it picks Haswell (AVX2) or even Prescott (SSE3) there. The only way to
- * change the core after load is to run the program again with the variable set, hence the
- * execv of /proc/self/exe below. An OPENBLAS_CORETYPE inherited from the environment is not
- * trusted either: machines are seen with OPENBLAS_CORETYPE=Haswell exported globally on an
- * AVX-512 CPU, which halves sgemm speed (docs/kernels.md). Environment protocol:
- *   EFC_BLAS_CORE         the user forces a core for efc: respected, logged, nothing else.
- *   OPENBLAS_CORETYPE     inherited: kept if it is the core efc wants for this CPU and cap,
- *                         otherwise replaced (one INFO line says so).
- *   EFC_BLAS_REEXEC       set by us just before execv: the core the library ran before; its
- *                         presence means "we are the re-executed process" (no loops).
- *   EFC_BLAS_NO_REEXEC=1  disables the mechanism (bench: measure the library's own choice).
+ * Sapphire Rapids, so it picks Haswell (AVX2) or even Prescott (SSE3) there. An
+ * OPENBLAS_CORETYPE inherited from the environment is not trusted either: machines are seen
+ * with OPENBLAS_CORETYPE=Haswell exported globally on an AVX-512 CPU, which halves sgemm speed
+ * (docs/kernels.md). So efc does not link OpenBLAS: efc_blas_setup() decides the core and sets
+ * OPENBLAS_CORETYPE, and the library is opened (dlopen) at the first BLAS call, in whichever
+ * process makes it. A process that never runs an FP32 GEMM (the agent's supervisor loop, an
+ * INT8-only evaluation child) never maps OpenBLAS nor starts its threads.
+ * Environment:
+ *   EFC_BLAS_CORE        force a core for efc: respected and logged.
+ *   OPENBLAS_CORETYPE    inherited: kept if it is the core efc wants for this CPU and cap,
+ *                        otherwise replaced (one INFO line says so).
+ *   EFC_BLAS_KEEP_ENV=1  leave OPENBLAS_CORETYPE as it is (bench: the library's own choice).
+ *   EFC_BLAS_LIB         the library to open (default libopenblas.so.0).
+ * Without the library, FP32 GEMM/GEMV run a portable loop (correct, slow; one WARN line) and
+ * the core is reported as "none".
  */
 #include "kernels/blas.h"
 
-#include <cblas.h>
-#include <errno.h>
+#include <cblas.h> /* the prototypes the looked-up symbols must have; nothing is linked */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "common/efc_log.h"
 
 #define ENV_CORETYPE "OPENBLAS_CORETYPE"
 #define ENV_FORCE "EFC_BLAS_CORE"
-#define ENV_REEXEC "EFC_BLAS_REEXEC"
-#define ENV_NO_REEXEC "EFC_BLAS_NO_REEXEC"
+#define ENV_KEEP "EFC_BLAS_KEEP_ENV"
+#define ENV_LIB "EFC_BLAS_LIB"
+#define DEFAULT_LIB "libopenblas.so.0"
+
+static struct {
+    pthread_once_t once;
+    int loaded; /* 1: the symbols below are valid; 0: portable loops */
+    char *(*corename)(void);
+    void (*set_threads)(int);
+    int (*get_threads)(void);
+    __typeof__(&cblas_sgemm) sgemm;
+    __typeof__(&cblas_sgemv) sgemv;
+    int threads; /* asked for before the load (0: the library's default) */
+} B = {.once = PTHREAD_ONCE_INIT};
+
+static void blas_load(void)
+{
+    const char *lib = getenv(ENV_LIB);
+    if (lib == NULL || lib[0] == '\0')
+        lib = DEFAULT_LIB;
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (h != NULL) {
+        *(void **)&B.corename = dlsym(h, "openblas_get_corename");
+        *(void **)&B.set_threads = dlsym(h, "openblas_set_num_threads");
+        *(void **)&B.get_threads = dlsym(h, "openblas_get_num_threads");
+        *(void **)&B.sgemm = dlsym(h, "cblas_sgemm");
+        *(void **)&B.sgemv = dlsym(h, "cblas_sgemv");
+    }
+    if (h == NULL || !B.corename || !B.set_threads || !B.get_threads || !B.sgemm || !B.sgemv) {
+        if (h == NULL)
+            efc_log(EFC_LOG_WARN, "blas",
+                    "OpenBLAS not usable (%s): FP32 GEMM runs efc's portable loop (slow)",
+                    dlerror());
+        else
+            efc_log(EFC_LOG_WARN, "blas",
+                    "OpenBLAS not usable (%s: missing symbols): FP32 GEMM runs efc's portable "
+                    "loop (slow)", lib);
+        if (h != NULL)
+            dlclose(h);
+        return;
+    }
+    B.loaded = 1;
+    if (B.threads > 0)
+        B.set_threads(B.threads);
+    const char *want = getenv(ENV_CORETYPE);
+    const char *core = B.corename();
+    if (want != NULL && want[0] != '\0' && core != NULL && strcasecmp(core, want) != 0)
+        efc_log(EFC_LOG_WARN, "blas", "OpenBLAS runs core %s, not OPENBLAS_CORETYPE=%s", core,
+                want);
+    else
+        efc_log(EFC_LOG_DEBUG, "blas", "OpenBLAS %s loaded: core %s, %d thread(s)", lib,
+                core != NULL ? core : "unknown", B.get_threads());
+}
+
+static int blas_ready(void)
+{
+    pthread_once(&B.once, blas_load);
+    return B.loaded;
+}
 
 const char *efc_blas_core(void)
 {
-    const char *s = openblas_get_corename();
+    if (!blas_ready())
+        return "none";
+    const char *s = B.corename();
     return s != NULL ? s : "unknown";
+}
+
+const char *efc_blas_core_planned(void)
+{
+    if (B.loaded)
+        return efc_blas_core();
+    const char *s = getenv(ENV_CORETYPE);
+    return s != NULL && s[0] != '\0' ? s : "library's choice";
 }
 
 const char *efc_blas_core_wanted(enum efc_isa cap)
@@ -48,7 +120,7 @@ const char *efc_blas_core_wanted(enum efc_isa cap)
     return "Prescott";
 #else
     (void)cap;
-    return efc_blas_core(); /* no core forcing outside x86-64 */
+    return NULL; /* no core forcing outside x86-64 */
 #endif
 }
 
@@ -58,72 +130,86 @@ static bool env_true(const char *name)
     return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
 }
 
-void efc_blas_setup(int argc, char **argv, enum efc_isa cap)
+void efc_blas_setup(enum efc_isa cap)
 {
-    (void)argc;
-    if (env_true(ENV_NO_REEXEC))
-        return;
-    const char *core = efc_blas_core();
     const char *wanted = efc_blas_core_wanted(cap);
     const char *force = getenv(ENV_FORCE);
+    const char *inherited = getenv(ENV_CORETYPE);
     const struct efc_cpu_features *f = efc_cpu_features();
     enum efc_isa isa = efc_isa_cap(efc_isa_best(), cap);
 
+    if (B.loaded) {
+        efc_log(EFC_LOG_WARN, "blas", "efc_blas_setup after OpenBLAS was loaded: core stays %s",
+                efc_blas_core());
+        return;
+    }
+    if (env_true(ENV_KEEP))
+        return;
     if (force != NULL && force[0] != '\0')
         wanted = force;
-    const char *first = getenv(ENV_REEXEC);
-    if (first != NULL) {
-        /* We are the re-executed process: the one line about the switch is ours. */
-        if (strcasecmp(core, wanted) == 0)
-            efc_log(EFC_LOG_INFO, "blas", "OpenBLAS core %s for %s at isa %s (was %s; %s)", core,
-                    f->brand, efc_isa_name(isa), first,
-                    force != NULL && force[0] ? "forced by EFC_BLAS_CORE"
-                                              : "set EFC_BLAS_CORE to force a core");
-        else
-            efc_log(EFC_LOG_WARN, "blas",
-                    "OpenBLAS core %s after re-exec with OPENBLAS_CORETYPE=%s (was %s); "
-                    "continuing with %s", core, wanted, first, core);
-        unsetenv(ENV_REEXEC);
+    if (wanted == NULL)
+        return;
+    if (inherited != NULL && strcasecmp(inherited, wanted) == 0) {
+        efc_log(EFC_LOG_DEBUG, "blas", "OpenBLAS core %s (wanted for %s, isa %s)", wanted,
+                f->brand, efc_isa_name(isa));
         return;
     }
-    if (strcasecmp(core, wanted) == 0) {
-        efc_log(EFC_LOG_DEBUG, "blas", "OpenBLAS core %s (wanted %s for %s, isa %s)", core,
-                wanted, f->brand, efc_isa_name(isa));
+    char was[96];
+    snprintf(was, sizeof(was), "%s", inherited != NULL ? inherited : "");
+    if (setenv(ENV_CORETYPE, wanted, 1) != 0) {
+        efc_log(EFC_LOG_WARN, "blas", "setenv %s failed: OpenBLAS picks its own core",
+                ENV_CORETYPE);
         return;
     }
-    if (argv == NULL || argv[0] == NULL) {
-        efc_log(EFC_LOG_WARN, "blas", "OpenBLAS core %s, wanted %s: no argv to re-exec", core,
-                wanted);
-        return;
-    }
-    /* `core` points into the library: copy it, with why it ran, before touching the
-     * environment; the re-executed process logs it. */
-    char first_core[128];
-    snprintf(first_core, sizeof(first_core), "%s, %s", core,
-             getenv(ENV_CORETYPE) != NULL ? "inherited from OPENBLAS_CORETYPE"
-                                          : "the library's own choice");
-    if (setenv(ENV_CORETYPE, wanted, 1) != 0 || setenv(ENV_REEXEC, first_core, 1) != 0) {
-        efc_log(EFC_LOG_WARN, "blas", "setenv failed (%s); staying on OpenBLAS core %s",
-                strerror(errno), core);
-        unsetenv(ENV_REEXEC);
-        return;
-    }
-    fflush(NULL);
-    execv("/proc/self/exe", argv);
-    int err = errno;
-    unsetenv(ENV_REEXEC);
-    efc_log(EFC_LOG_WARN, "blas", "re-exec for OpenBLAS core %s failed (%s); staying on %s",
-            wanted, strerror(err), first_core);
+    if (force != NULL && force[0] != '\0')
+        efc_log(EFC_LOG_INFO, "blas", "OpenBLAS core %s, forced by %s", wanted, ENV_FORCE);
+    else if (was[0] != '\0')
+        efc_log(EFC_LOG_INFO, "blas",
+                "OpenBLAS core %s for %s at isa %s (not %s, inherited from %s; set %s to "
+                "force a core)",
+                wanted, f->brand, efc_isa_name(isa), was, ENV_CORETYPE, ENV_FORCE);
+    else
+        efc_log(EFC_LOG_DEBUG, "blas", "OpenBLAS core %s for %s at isa %s", wanted, f->brand,
+                efc_isa_name(isa));
 }
 
 void efc_blas_set_threads(int n)
 {
-    openblas_set_num_threads(n > 0 ? n : 1);
+    B.threads = n > 0 ? n : 1;
+    if (B.loaded)
+        B.set_threads(B.threads);
+}
+
+int efc_blas_threads_requested(void)
+{
+    return B.threads;
 }
 
 int efc_blas_threads(void)
 {
-    return openblas_get_num_threads();
+    if (B.loaded)
+        return B.get_threads();
+    return B.threads > 0 ? B.threads : 1;
+}
+
+/* The portable fallback: row-major, op(X) = X or X^T; beta == 0 never reads C. */
+static void sgemm_loop(bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
+                       int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    for (int i = 0; i < m; i++) {
+        float *ci = c + (size_t)i * ldc;
+        for (int j = 0; j < n; j++)
+            ci[j] = beta == 0.0f ? 0.0f : beta * ci[j];
+        for (int p = 0; p < k; p++) {
+            float av = alpha * (ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p]);
+            if (tb)
+                for (int j = 0; j < n; j++)
+                    ci[j] += av * b[(size_t)j * ldb + p];
+            else
+                for (int j = 0; j < n; j++)
+                    ci[j] += av * b[(size_t)p * ldb + j];
+        }
+    }
 }
 
 void efc_k_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
@@ -138,8 +224,12 @@ void efc_k_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
                 c[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[(size_t)i * ldc + j];
         return;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (!blas_ready()) {
+        sgemm_loop(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    B.sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void efc_k_sgemv(bool trans_a, int m, int n, float alpha, const float *a, int lda,
@@ -155,6 +245,11 @@ void efc_k_sgemv(bool trans_a, int m, int n, float alpha, const float *a, int ld
     }
     if (beta == 0.0f) /* never read y: it may be uninitialised (NaN * 0 is NaN) */
         memset(y, 0, (size_t)ny * sizeof(*y));
-    cblas_sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, m, n, alpha, a, lda, x, 1,
-                beta, y, 1);
+    if (!blas_ready()) {
+        /* y (ny x 1) = alpha * op(A) x + beta * y, as a GEMM with n = 1 */
+        sgemm_loop(trans_a, false, ny, 1, trans_a ? m : n, alpha, a, lda, x, 1, beta, y, 1);
+        return;
+    }
+    B.sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, m, n, alpha, a, lda, x, 1,
+            beta, y, 1);
 }

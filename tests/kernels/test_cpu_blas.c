@@ -208,15 +208,33 @@ static void test_sgemm_sgemv(void **state)
     efc_free(mag);
 }
 
-/* Child mode: efc_blas_setup(cap), then print "core=<core> reexec=<EFC_BLAS_REEXEC or ->". */
+/* Child mode: efc_blas_setup(cap), an sgemm checked against double precision, then print
+ * "core=<core> gemm=<ok|bad>". */
 static int child_main(char **argv)
 {
     enum efc_isa cap;
     if (efc_isa_parse(argv[2], &cap) != EFC_OK)
         return 2;
-    efc_blas_setup(3, argv, cap);
-    const char *re = getenv("EFC_BLAS_REEXEC");
-    printf("core=%s reexec=%s\n", efc_blas_core(), re != NULL ? re : "-");
+    efc_blas_setup(cap);
+    const char *planned = efc_blas_core_planned();
+    char before[64];
+    snprintf(before, sizeof(before), "%s", planned);
+    enum { M = 7, N = 5, K = 9 };
+    float a[M * K], b[K * N], c[M * N];
+    for (int i = 0; i < M * K; i++)
+        a[i] = (float)((i * 7) % 11) - 5.0f;
+    for (int i = 0; i < K * N; i++)
+        b[i] = (float)((i * 5) % 13) - 6.0f;
+    efc_k_sgemm(false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
+    int ok = 1;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int p = 0; p < K; p++)
+                s += (double)a[i * K + p] * b[p * N + j];
+            ok &= fabs(s - c[i * N + j]) <= 1e-4;
+        }
+    printf("core=%s gemm=%s planned=%s\n", efc_blas_core(), ok ? "ok" : "bad", before);
     return 0;
 }
 
@@ -232,8 +250,8 @@ static void run_child(const char *cap, const char *const *env, char *out, size_t
         close(fd[0]);
         close(fd[1]);
         unsetenv("OPENBLAS_CORETYPE");
-        unsetenv("EFC_BLAS_REEXEC");
-        unsetenv("EFC_BLAS_NO_REEXEC");
+        unsetenv("EFC_BLAS_KEEP_ENV");
+        unsetenv("EFC_BLAS_LIB");
         unsetenv("EFC_BLAS_CORE");
         for (size_t i = 0; env[i] != NULL; i++) {
             char name[64];
@@ -264,28 +282,30 @@ static void run_child(const char *cap, const char *const *env, char *out, size_t
         *nl = '\0';
 }
 
-static void test_core_reexec(void **state)
+/* The core is set before OpenBLAS is opened (each case in a fresh process): the cap's core, an
+ * inherited OPENBLAS_CORETYPE replaced, EFC_BLAS_CORE and EFC_BLAS_KEEP_ENV respected; and
+ * without the library the portable loop computes the same product. */
+static void test_core_select(void **state)
 {
     (void)state;
-#if defined(__x86_64__)
     char out[256], want[128];
+#if defined(__x86_64__)
     const char *none[] = {NULL};
-    const char *no_reexec[] = {"EFC_BLAS_NO_REEXEC=1", NULL};
+    const char *keep[] = {"EFC_BLAS_KEEP_ENV=1", "OPENBLAS_CORETYPE=Prescott", NULL};
 
     run_child("ref", none, out, sizeof(out));
     printf("cap ref:            %s\n", out);
-    assert_non_null(strstr(out, "core=Prescott "));
-    assert_non_null(strstr(out, "reexec=-")); /* unset after the re-exec */
+    assert_non_null(strstr(out, "core=Prescott gemm=ok planned=Prescott"));
 
     enum efc_isa best = efc_isa_best();
     run_child(efc_isa_name(best), none, out, sizeof(out));
     printf("cap %-15s %s\n", efc_isa_name(best), out);
-    snprintf(want, sizeof(want), "core=%s ", efc_blas_core_wanted(best));
+    snprintf(want, sizeof(want), "core=%s gemm=ok", efc_blas_core_wanted(best));
     assert_non_null(strcasestr(out, want));
 
-    run_child(efc_isa_name(best), no_reexec, out, sizeof(out));
-    printf("no re-exec:         %s\n", out);
-    assert_non_null(strstr(out, "reexec=-"));
+    run_child(efc_isa_name(best), keep, out, sizeof(out));
+    printf("keep env:           %s\n", out);
+    assert_non_null(strstr(out, "core=Prescott gemm=ok"));
 
     /* An inherited OPENBLAS_CORETYPE that is not the best core is replaced (this machine
      * exports OPENBLAS_CORETYPE=Haswell although it has AVX-512). */
@@ -298,14 +318,19 @@ static void test_core_reexec(void **state)
     const char *force[] = {"EFC_BLAS_CORE=Prescott", "OPENBLAS_CORETYPE=Haswell", NULL};
     run_child(efc_isa_name(best), force, out, sizeof(out));
     printf("forced Prescott:    %s\n", out);
-    assert_non_null(strstr(out, "core=Prescott "));
+    assert_non_null(strstr(out, "core=Prescott gemm=ok"));
 
     /* A child with a lower cap than its parent's core re-decides for its own cap. */
     const char *parent[] = {"OPENBLAS_CORETYPE=Cooperlake", NULL};
     run_child("avx2", parent, out, sizeof(out));
     printf("cap avx2 from Cooperlake: %s\n", out);
-    assert_non_null(strstr(out, "core=Haswell "));
+    assert_non_null(strstr(out, "core=Haswell gemm=ok"));
 #endif
+    /* No OpenBLAS: the portable loop, core "none". */
+    const char *nolib[] = {"EFC_BLAS_LIB=/nonexistent/libopenblas.so.0", NULL};
+    run_child("ref", nolib, out, sizeof(out));
+    printf("no library:         %s\n", out);
+    assert_non_null(strstr(out, "core=none gemm=ok"));
 }
 
 int main(int argc, char **argv)
@@ -318,7 +343,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cpu_features),
         cmocka_unit_test(test_core_wanted),
         cmocka_unit_test(test_sgemm_sgemv),
-        cmocka_unit_test(test_core_reexec),
+        cmocka_unit_test(test_core_select),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
