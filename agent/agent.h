@@ -119,4 +119,19 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
                                       const char *base_path, const struct efc_dataset *local,
                                       struct efc_proto_result *res);
 
+/* The same, without blocking the caller (the agent's MQTT loop keeps running): start forks
+ * the child; *out is NULL when res is already final (the deadline had passed: nothing ran).
+ * poll waits at most timeout_ms (-1: until done) and returns 1 once the evaluation is over,
+ * with res filled and sb freed, else 0. kill ends a running evaluation (SIGKILL, reaped) and
+ * frees sb. */
+struct efc_agent_sandbox;
+enum efc_status efc_agent_sandbox_start(const struct efc_agent_job_ctx *ctx,
+                                        const struct efc_proto_job *job, const char *model_path,
+                                        const char *base_path, const struct efc_dataset *local,
+                                        struct efc_proto_result *res,
+                                        struct efc_agent_sandbox **out);
+int efc_agent_sandbox_poll(struct efc_agent_sandbox *sb, int timeout_ms,
+                           struct efc_proto_result *res);
+void efc_agent_sandbox_kill(struct efc_agent_sandbox *sb);
+
 #endif

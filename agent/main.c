@@ -3,7 +3,8 @@
  * One thread owns everything (STYLE.md 2.6): the MQTT client (proto/mqtt.h, loop called from
  * here), the durable state (agent/state.h), the artifact receivers (proto/chunk.h) and the
  * job queue. A job's evaluation runs in a forked child (efc_agent_sandbox_run), started from
- * this loop; while it runs the loop is paused (jobs take seconds, far below the keepalive).
+ * this loop; while it runs the loop waits on the child's result pipe and serves MQTT between
+ * waits (keepalive, acks, new jobs queued), so a long evaluation never drops the connection.
  * Job lifecycle, one log line per transition (docs/agent.md "efc-agent program"):
  *   received -> (journal DONE: stored result resent | ACKED: ignored | RUNNING: interrupted
  *   by a restart, FAILED result | deadline passed: FAILED result) -> queued -> fetching
@@ -69,6 +70,7 @@ struct cur_job {
     int hash_retries;
     char model_path[PATH_MAX_];
     char base_path[PATH_MAX_];
+    struct efc_agent_sandbox *sb; /* the evaluation child, while it runs */
 };
 
 struct agent {
@@ -415,6 +417,15 @@ static void on_chunk(struct agent *a, const char *topic, const void *payload, si
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
+/* The evaluation is over: result to the outbox and out, status idle. */
+static void complete_current(struct agent *a, const struct efc_proto_result *res)
+{
+    finish_job(a, res);
+    publish_status(a, 1, 0);
+    a->cur.active = 0;
+}
+
+/* Start the evaluation child; the loop keeps serving MQTT while it runs (poll_current). */
 static void run_current(struct agent *a)
 {
     struct cur_job *c = &a->cur;
@@ -432,17 +443,25 @@ static void run_current(struct agent *a)
     }
     efc_log(EFC_LOG_INFO, MOD, "job=%s running policy=%s", c->job.job_id, c->job.policy);
     publish_status(a, 1, 1);
-    efc_mqtt_loop(a->mqtt, 0); /* flush the busy status before the loop pauses */
     base = strcmp(c->job.base_sha256, c->job.model_sha256) ? c->base_path : NULL;
-    st = efc_agent_sandbox_run(&ctx, &c->job, c->model_path, base, a->data, &res);
+    st = efc_agent_sandbox_start(&ctx, &c->job, c->model_path, base, a->data, &res, &c->sb);
     if (st != EFC_OK) {
         efc_agent_result_init(&ctx, &c->job, &res);
         res.status = EFC_PROTO_RESULT_FAILED;
         snprintf(res.error, sizeof(res.error), "sandbox: %s", efc_err_detail());
     }
-    finish_job(a, &res);
-    publish_status(a, 1, 0);
-    c->active = 0;
+    if (!c->sb) /* not started, or its deadline had passed: res is final */
+        complete_current(a, &res);
+}
+
+/* Wait up to timeout_ms (-1: until it ends) for the running evaluation; finish it if over. */
+static void poll_current(struct agent *a, int timeout_ms)
+{
+    struct efc_proto_result res;
+    if (a->cur.sb && efc_agent_sandbox_poll(a->cur.sb, timeout_ms, &res)) {
+        a->cur.sb = NULL;
+        complete_current(a, &res);
+    }
 }
 
 static int job_known(const struct agent *a, const char *job_id)
@@ -534,6 +553,8 @@ static void on_ack(struct agent *a, const void *payload, size_t len)
 static void step_jobs(struct agent *a)
 {
     struct cur_job *c = &a->cur;
+    if (c->sb)
+        return; /* evaluating: poll_current */
     if (!c->active && a->n_queue > 0) {
         memset(c, 0, sizeof(*c));
         c->job = a->queue[0];
@@ -758,12 +779,22 @@ int main(int argc, char **argv)
     }
     a.last_resend_ns = efc_time_ns();
     while (!g_stop) {
-        efc_mqtt_loop(a.mqtt, LOOP_MS);
+        if (a.cur.sb) { /* wait on the evaluation, serve MQTT in between */
+            poll_current(&a, LOOP_MS);
+            efc_mqtt_loop(a.mqtt, 0);
+        } else {
+            efc_mqtt_loop(a.mqtt, LOOP_MS);
+        }
         if (g_stop)
             break;
         step_jobs(&a);
         if (efc_time_ns() - a.last_resend_ns > RESEND_EVERY_MS * 1000000ull)
             resend_outbox(&a);
+    }
+    if (a.cur.sb) {
+        efc_log(EFC_LOG_INFO, MOD, "job=%s: stopping after the running evaluation",
+                a.cur.job.job_id);
+        poll_current(&a, -1);
     }
     efc_log(EFC_LOG_INFO, MOD, "device=%s stopping", a.o.id);
 out:

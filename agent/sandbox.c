@@ -158,21 +158,32 @@ static void describe_signal(int sig, char *buf, size_t n)
         snprintf(buf, n, "signal %d", sig);
 }
 
-enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
-                                      const struct efc_proto_job *job, const char *model_path,
-                                      const char *base_path, const struct efc_dataset *local,
-                                      struct efc_proto_result *res)
-{
+/* A running evaluation: the child, its result pipe, what came back so far. */
+struct efc_agent_sandbox {
+    pid_t pid;
+    int fd;
+    uint64_t end_ns; /* 0: no deadline */
+    int64_t left_ms;
+    struct efc_proto_job job;
     struct efc_proto_result got;
-    size_t n_got = 0;
-    int fds[2], status = 0, timed_out = 0;
+    size_t n_got;
+    struct efc_proto_result res; /* initialised result (ids, policy) */
+};
+
+enum efc_status efc_agent_sandbox_start(const struct efc_agent_job_ctx *ctx,
+                                        const struct efc_proto_job *job, const char *model_path,
+                                        const char *base_path, const struct efc_dataset *local,
+                                        struct efc_proto_result *res,
+                                        struct efc_agent_sandbox **out)
+{
+    int fds[2];
     uint64_t end_ns = 0;
     int64_t left_ms = -1;
-    struct rusage ru;
     pid_t pid;
 
-    if (!ctx || !job || !model_path || !local || !res)
+    if (!ctx || !job || !model_path || !local || !res || !out)
         return efc_errf(EFC_EINVAL, "agent sandbox: NULL argument");
+    *out = NULL;
     efc_agent_result_init(ctx, job, res);
     if (job->deadline_ms > 0) {
         left_ms = job->deadline_ms - now_epoch_ms();
@@ -185,8 +196,13 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
         }
         end_ns = efc_time_ns() + (uint64_t)left_ms * 1000000ULL;
     }
-    if (pipe2(fds, O_CLOEXEC) != 0)
+    struct efc_agent_sandbox *sb = efc_calloc(1, sizeof(*sb));
+    if (!sb)
+        return efc_errf(EFC_ENOMEM, "agent sandbox: out of memory");
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        efc_free(sb);
         return efc_errf(EFC_EIO, "agent sandbox: pipe: %s", strerror(errno));
+    }
     fflush(NULL); /* nothing buffered is written twice */
     const pid_t parent = getpid();
     pid = fork();
@@ -194,6 +210,7 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
         int e = errno;
         close(fds[0]);
         close(fds[1]);
+        efc_free(sb);
         return efc_errf(EFC_EIO, "agent sandbox: fork: %s", strerror(e));
     }
     if (pid == 0) {
@@ -202,46 +219,32 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
         _exit(121); /* not reached */
     }
     close(fds[1]);
+    sb->pid = pid;
+    sb->fd = fds[0];
+    sb->end_ns = end_ns;
+    sb->left_ms = left_ms;
+    sb->job = *job;
+    sb->res = *res;
+    *out = sb;
+    return EFC_OK;
+}
 
-    /* Read the result until EOF or the deadline. */
-    for (;;) {
-        struct pollfd pf = {fds[0], POLLIN, 0};
-        int timeout = -1, pr;
-        ssize_t r;
-        if (end_ns) {
-            uint64_t now = efc_time_ns();
-            if (now >= end_ns) {
-                timed_out = 1;
-                break;
-            }
-            uint64_t ms = (end_ns - now + 999999ULL) / 1000000ULL;
-            timeout = ms > 60000 ? 60000 : (int)ms;
-        }
-        pr = poll(&pf, 1, timeout);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr < 0)
-            break;
-        if (pr == 0)
-            continue; /* the deadline check above decides */
-        if (n_got < sizeof(got))
-            r = read(fds[0], (char *)&got + n_got, sizeof(got) - n_got);
-        else {
-            char sink[256];
-            r = read(fds[0], sink, sizeof(sink));
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        if (n_got < sizeof(got))
-            n_got += (size_t)r;
-    }
-    close(fds[0]);
+enum end { END_EXITED, END_DEADLINE, END_KILLED };
+
+/* Reap the child and turn what happened into the result; frees sb. */
+static void sandbox_finish(struct efc_agent_sandbox *sb, enum end how,
+                           struct efc_proto_result *res)
+{
+    int timed_out = how != END_EXITED;
+    const struct efc_proto_job *job = &sb->job;
+    int status = 0;
+    struct rusage ru;
+
+    close(sb->fd);
     if (timed_out)
-        kill(pid, SIGKILL);
+        kill(sb->pid, SIGKILL);
     memset(&ru, 0, sizeof(ru));
-    while (wait4(pid, &status, 0, &ru) < 0) {
+    while (wait4(sb->pid, &status, 0, &ru) < 0) {
         if (errno != EINTR) {
             status = 0;
             break;
@@ -250,12 +253,16 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
     /* Same children's peak RSS (KiB on Linux): includes pages inherited from the agent. */
     const uint64_t peak_rss = (uint64_t)ru.ru_maxrss * 1024ULL;
 
-    if (timed_out) {
+    *res = sb->res;
+    if (how == END_KILLED) {
+        res->status = EFC_PROTO_RESULT_FAILED;
+        snprintf(res->error, sizeof(res->error), "evaluation stopped by the agent");
+    } else if (timed_out) {
         res->status = EFC_PROTO_RESULT_FAILED;
         snprintf(res->error, sizeof(res->error),
-                 "evaluation exceeded its deadline (%lld ms; killed)", (long long)left_ms);
-    } else if (n_got == sizeof(got) && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        *res = got;
+                 "evaluation exceeded its deadline (%lld ms; killed)", (long long)sb->left_ms);
+    } else if (sb->n_got == sizeof(sb->got) && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        *res = sb->got;
         /* The child is our own code, but a result is a message: keep its strings bounded. */
         res->job_id[sizeof(res->job_id) - 1] = '\0';
         res->round_id[sizeof(res->round_id) - 1] = '\0';
@@ -280,10 +287,79 @@ enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
         res->status = EFC_PROTO_RESULT_FAILED;
         snprintf(res->error, sizeof(res->error),
                  "evaluation ended without a result (exit status %d, %zu of %zu bytes)",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, n_got, sizeof(got));
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, sb->n_got, sizeof(sb->got));
     }
     res->peak_rss_bytes = peak_rss;
     if (res->status != EFC_PROTO_RESULT_OK)
         efc_log(EFC_LOG_WARN, "agent", "job %s: %s", job->job_id, res->error);
+    efc_free(sb);
+}
+
+int efc_agent_sandbox_poll(struct efc_agent_sandbox *sb, int timeout_ms,
+                           struct efc_proto_result *res)
+{
+    for (;;) {
+        struct pollfd pf = {sb->fd, POLLIN, 0};
+        int timeout = timeout_ms, pr;
+        ssize_t r;
+        if (sb->end_ns) {
+            uint64_t now = efc_time_ns();
+            if (now >= sb->end_ns) {
+                sandbox_finish(sb, END_DEADLINE, res);
+                return 1;
+            }
+            uint64_t ms = (sb->end_ns - now + 999999ULL) / 1000000ULL;
+            if (timeout < 0 || (uint64_t)timeout > ms)
+                timeout = ms > 60000 ? 60000 : (int)ms;
+        }
+        pr = poll(&pf, 1, timeout);
+        if (pr < 0 && errno == EINTR)
+            return 0; /* a signal: let the caller look (SIGTERM) */
+        if (pr < 0) {
+            sandbox_finish(sb, END_EXITED, res);
+            return 1;
+        }
+        if (pr == 0) {
+            if (timeout_ms >= 0 && (!sb->end_ns || efc_time_ns() < sb->end_ns))
+                return 0; /* still running */
+            continue;     /* the deadline check above decides */
+        }
+        if (sb->n_got < sizeof(sb->got)) {
+            r = read(sb->fd, (char *)&sb->got + sb->n_got, sizeof(sb->got) - sb->n_got);
+        } else {
+            char sink[256];
+            r = read(sb->fd, sink, sizeof(sink));
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { /* EOF: the child is done (or gone) */
+            sandbox_finish(sb, END_EXITED, res);
+            return 1;
+        }
+        sb->n_got += (size_t)r;
+        if (sb->n_got > sizeof(sb->got))
+            sb->n_got = sizeof(sb->got);
+        timeout_ms = 0; /* data came: read on without waiting, then report */
+    }
+}
+
+void efc_agent_sandbox_kill(struct efc_agent_sandbox *sb)
+{
+    struct efc_proto_result res;
+    if (sb)
+        sandbox_finish(sb, END_KILLED, &res);
+}
+
+enum efc_status efc_agent_sandbox_run(const struct efc_agent_job_ctx *ctx,
+                                      const struct efc_proto_job *job, const char *model_path,
+                                      const char *base_path, const struct efc_dataset *local,
+                                      struct efc_proto_result *res)
+{
+    struct efc_agent_sandbox *sb = NULL;
+    enum efc_status st = efc_agent_sandbox_start(ctx, job, model_path, base_path, local, res, &sb);
+    if (st != EFC_OK || !sb)
+        return st;
+    while (!efc_agent_sandbox_poll(sb, -1, res))
+        ;
     return EFC_OK;
 }

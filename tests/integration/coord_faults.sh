@@ -3,7 +3,8 @@
 #  (1) malformed messages on every subscribed kind (not JSON, wrong version, oversized, deeply
 #      nested, truncated) are logged and dropped; the coordinator keeps running;
 #  (2) two agents of one class (both capped at ref); dev-h's evaluation child hangs
-#      (EFC_AGENT_FAULT=hang), so its first job stays assigned;
+#      (EFC_AGENT_FAULT=hang), so its first job stays assigned; meanwhile dev-h still reads
+#      MQTT (a malformed job sent to it is dropped at once);
 #  (3) a result of dev-g, captured off the wire, is replayed after it was stored: counted as a
 #      duplicate and acked again, nothing stored twice; the same result with an unknown job id is
 #      not stored (no ack); the same result under another device's topic is dropped;
@@ -122,6 +123,12 @@ if wait_for "$tmp/agent-h.log" "job=[^ ]+ running" 30; then
 else
     bad "dev-h never ran a job"; finish
 fi
+
+# dev-h keeps serving MQTT while its evaluation runs: a malformed job is read and dropped now
+pub -t "$pfx/dev/dev-h/job" -m 'not a job'
+wait_for "$tmp/agent-h.log" "dropped malformed job" 10 \
+    && ok "dev-h serves MQTT during its evaluation (a malformed job dropped meanwhile)" \
+    || bad "dev-h's loop is blocked during its evaluation"
 
 # (3) replays of a stored result
 if wait_for "$tmp/captured.json" "job_id" 40 \

@@ -218,6 +218,62 @@ static void test_deadline(void **state)
     assert_non_null(strstr(r.error, "evaluation exceeded its deadline"));
 }
 
+/* Without blocking (what the agent's loop uses): a poll with timeout 0 returns at once while
+ * the child runs (here: hangs); polls with a timeout wait at most that long; the deadline
+ * still ends it. A normal job through start/poll gives the blocking call's counts; kill ends
+ * a running child. */
+static void test_nonblocking(void **state)
+{
+    struct efc_agent_job_ctx c;
+    struct efc_proto_job j;
+    struct efc_proto_result r, blocking;
+    struct efc_agent_sandbox *sb = NULL;
+    (void)state;
+    ctx_init(&c, EFC_AGENT_FAULT_HANG);
+    job_init(&j, "fp32");
+    j.deadline_ms = epoch_ms() + 800;
+    assert_int_equal(efc_agent_sandbox_start(&c, &j, g_model, NULL, g_local, &r, &sb), EFC_OK);
+    assert_non_null(sb);
+    double t0 = efc_time_s();
+    assert_int_equal(efc_agent_sandbox_poll(sb, 0, &r), 0);
+    assert_true(efc_time_s() - t0 < 0.05);
+    t0 = efc_time_s();
+    assert_int_equal(efc_agent_sandbox_poll(sb, 100, &r), 0);
+    double waited = efc_time_s() - t0;
+    assert_true(waited >= 0.09 && waited < 0.5);
+    int polls = 0;
+    while (!efc_agent_sandbox_poll(sb, 100, &r))
+        polls++;
+    assert_true(polls >= 3); /* about 6 rounds of 100 ms until the 800 ms deadline */
+    assert_int_equal(r.status, EFC_PROTO_RESULT_FAILED);
+    assert_non_null(strstr(r.error, "evaluation exceeded its deadline"));
+
+    ctx_init(&c, EFC_AGENT_FAULT_NONE);
+    job_init(&j, "int8(calib=kl,weights=channel)");
+    assert_int_equal(efc_agent_sandbox_run(&c, &j, g_model, NULL, g_local, &blocking), EFC_OK);
+    assert_int_equal(efc_agent_sandbox_start(&c, &j, g_model, NULL, g_local, &r, &sb), EFC_OK);
+    assert_non_null(sb);
+    while (!efc_agent_sandbox_poll(sb, 10, &r))
+        ;
+    assert_int_equal(r.status, EFC_PROTO_RESULT_OK);
+    assert_int_equal(r.correct, blocking.correct);
+    assert_int_equal(r.agree, blocking.agree);
+    assert_true(r.peak_rss_bytes > 0);
+
+    ctx_init(&c, EFC_AGENT_FAULT_HANG);
+    job_init(&j, "fp32");
+    assert_int_equal(efc_agent_sandbox_start(&c, &j, g_model, NULL, g_local, &r, &sb), EFC_OK);
+    assert_non_null(sb);
+    efc_agent_sandbox_kill(sb); /* reaped: no zombie, no leak (ASan) */
+
+    /* Deadline already past: nothing starts, the result is final. */
+    ctx_init(&c, EFC_AGENT_FAULT_NONE);
+    j.deadline_ms = epoch_ms() - 10;
+    assert_int_equal(efc_agent_sandbox_start(&c, &j, g_model, NULL, g_local, &r, &sb), EFC_OK);
+    assert_null(sb);
+    assert_int_equal(r.status, EFC_PROTO_RESULT_FAILED);
+}
+
 /* Another agent on the host holds the timing lock: the job waits for it (here: until its
  * deadline); released, the same job completes. */
 static void test_timing_lock(void **state)
@@ -282,7 +338,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normal),      cmocka_unit_test(test_segv),
         cmocka_unit_test(test_deadline),    cmocka_unit_test(test_timing_lock),
-        cmocka_unit_test(test_memory_limit),
+        cmocka_unit_test(test_memory_limit), cmocka_unit_test(test_nonblocking),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
