@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "agent/agent.h"
 #include "agent/state.h"
 #include "common/efc_alloc.h"
+#include "common/efc_config.h"
 #include "common/efc_log.h"
 #include "common/efc_sha256.h"
 #include "common/efc_status.h"
@@ -57,7 +59,26 @@ struct agent_opts {
     const char *data;
     const char *state_dir;
     const char *prefix;
+    const char *isa;
 };
+
+/* The option table (STYLE.md 2.9): --help, --print-config, the config file, EFC_<NAME>. */
+#define OPT(f) offsetof(struct agent_opts, f)
+static const struct efc_cfg_opt g_opts[] = {
+    {"id", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(id),
+     "device id ([A-Za-z0-9][A-Za-z0-9._-]{0,62}); also the MQTT client id (required)"},
+    {"broker", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(broker),
+     "MQTT v5 broker, mqtt://host[:port] (required)"},
+    {"data", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(data),
+     "local data set: IMAGES[,LABELS] (.idx/.npy) or fashion-mnist:shard=i/n (required)"},
+    {"state-dir", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(state_dir),
+     "job journal, result outbox and fetched artifacts (required)"},
+    {"isa", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(isa),
+     "cap the kernels, the OpenBLAS core and the reported class: ref, avx2, avx512, "
+     "avx512vnni, amx (default: the CPU's best)"},
+    {"prefix", EFC_CFG_STR, "efc/v1", 0, 0, NULL, OPT(prefix), "topic prefix"},
+};
+#define N_OPTS (sizeof(g_opts) / sizeof(g_opts[0]))
 
 /* One job being served: its artifacts are fetched one after the other (model, then base). */
 struct cur_job {
@@ -92,71 +113,41 @@ struct agent {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: efc-agent --id ID --broker mqtt://HOST:PORT --data SPEC --state-dir DIR\n"
-               "                 [--isa CAP] [--prefix efc/v1] [--help]\n"
-               "\n"
-               "  --id ID          device id ([A-Za-z0-9._-]{1,63}); also the MQTT client id\n"
-               "  --broker URL     MQTT v5 broker, mqtt://host[:port]\n"
-               "  --data SPEC      local data set: IMAGES[,LABELS] (.idx/.npy) or\n"
-               "                   fashion-mnist:shard=i/n (shard i of n of the test set)\n"
-               "  --state-dir DIR  job journal, result outbox and fetched artifacts\n"
-               "  --isa CAP        cap the kernels, the OpenBLAS core and the reported class:\n"
-               "                   ref, avx2, avx512, avx512vnni, amx (default: best)\n"
-               "  --prefix P       topic prefix (default efc/v1)\n"
+               "                 [--isa CAP] [--prefix P] [--config FILE] [--print-config]\n"
+               "\n");
+    efc_config_usage(g_opts, N_OPTS, f);
+    fprintf(f, "Each option may also come from --config FILE (key = value lines) or EFC_<NAME>\n"
+               "(e.g. EFC_STATE_DIR); the command line wins, then the environment, then the\n"
+               "file. --print-config shows the result and where each value came from.\n"
                "Stops cleanly on SIGINT / SIGTERM (status offline, then disconnect).\n");
 }
 
-static int find_isa(int argc, char **argv, const char **out)
-{
-    *out = NULL;
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--isa")) {
-            if (i + 1 >= argc)
-                return -1;
-            *out = argv[i + 1];
-        }
-    return 0;
-}
-
-static int parse_args(int argc, char **argv, struct agent_opts *o)
+/* Options from the table; 0 to run, 1 to exit 0 (help, print-config), -1 on bad usage. */
+static int parse_args(int argc, char **argv, struct agent_opts *o, struct efc_config **cfg)
 {
     memset(o, 0, sizeof(*o));
-    o->prefix = "efc/v1";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **dst = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!strcmp(a, "--id"))
-            dst = &o->id;
-        else if (!strcmp(a, "--broker"))
-            dst = &o->broker;
-        else if (!strcmp(a, "--data"))
-            dst = &o->data;
-        else if (!strcmp(a, "--state-dir"))
-            dst = &o->state_dir;
-        else if (!strcmp(a, "--prefix"))
-            dst = &o->prefix;
-        else if (!strcmp(a, "--isa")) {
-            i++; /* handled before efc_blas_setup */
-            continue;
-        } else {
-            fprintf(stderr, "efc-agent: unknown option '%s'\n", a);
-            return -1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "efc-agent: %s needs a value\n", a);
-            return -1;
-        }
-        *dst = argv[++i];
+    if (efc_config_load(g_opts, N_OPTS, o, argc, argv, cfg) != EFC_OK) {
+        fprintf(stderr, "efc-agent: %s\n", efc_err_detail());
+        return -1;
+    }
+    if (efc_config_help(*cfg)) {
+        usage(stdout);
+        return 1;
+    }
+    if (efc_config_npos(*cfg) > 0) {
+        fprintf(stderr, "efc-agent: unexpected argument \"%s\"\n", efc_config_pos(*cfg, 0));
+        return -1;
+    }
+    if (efc_config_print_wanted(*cfg)) {
+        efc_config_print(g_opts, N_OPTS, o, *cfg, stdout);
+        return 1;
     }
     if (!o->id || !o->broker || !o->data || !o->state_dir) {
         fprintf(stderr, "efc-agent: --id, --broker, --data and --state-dir are required\n");
         return -1;
     }
     if (!efc_proto_id_valid(o->id)) {
-        fprintf(stderr, "efc-agent: invalid --id '%s' (want [A-Za-z0-9._-]{1,63})\n", o->id);
+        fprintf(stderr, "efc-agent: --id \"%s\": not a valid id\n", o->id);
         return -1;
     }
     return 0;
@@ -740,19 +731,23 @@ static void teardown(struct agent *a)
 int main(int argc, char **argv)
 {
     static struct agent a; /* large (queue, paths): not on the stack */
-    const char *isa;
     enum efc_isa cap = efc_isa_best();
+    struct efc_config *cfg = NULL;
     struct sigaction sa;
     int rc = 0;
 
-    if (find_isa(argc, argv, &isa)) {
-        fprintf(stderr, "efc-agent: --isa needs a value\n");
-        return 2;
+    rc = parse_args(argc, argv, &a.o, &cfg);
+    if (rc) {
+        if (rc < 0)
+            fprintf(stderr, "efc-agent: see --help\n");
+        efc_config_free(cfg);
+        return rc < 0 ? 2 : 0;
     }
-    if (isa) {
+    if (a.o.isa) {
         enum efc_isa want;
-        if (efc_isa_parse(isa, &want) != EFC_OK) {
+        if (efc_isa_parse(a.o.isa, &want) != EFC_OK) {
             fprintf(stderr, "efc-agent: --isa: %s\n", efc_err_detail());
+            efc_config_free(cfg);
             return 2;
         }
         cap = efc_isa_cap(cap, want);
@@ -762,10 +757,6 @@ int main(int argc, char **argv)
     /* A device measures on one core, like `efc bench`: OpenBLAS threads spinning against
      * other work on a shared host made FP32 latencies several times too slow. */
     efc_blas_set_threads(1);
-    if (parse_args(argc, argv, &a.o)) {
-        usage(stderr);
-        return 2;
-    }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -799,5 +790,6 @@ int main(int argc, char **argv)
     efc_log(EFC_LOG_INFO, MOD, "device=%s stopping", a.o.id);
 out:
     teardown(&a);
+    efc_config_free(cfg);
     return rc;
 }

@@ -12,6 +12,7 @@
  * no broker).
  */
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "common/efc_alloc.h"
 #include "common/efc_fs.h"
+#include "common/efc_config.h"
 #include "common/efc_log.h"
 #include "common/efc_parse.h"
 #include "common/efc_policy.h"
@@ -52,11 +54,54 @@ static void on_signal(int sig)
 
 struct opts {
     const char *broker, *db, *base, *grid, *report, *prefix, *round_id;
+    double sla_drop, sla_acc; /* one of them, given: sla */
+    int64_t objective_i;      /* index in "bytes|p50" */
     struct efc_coord_sla sla;
     enum efc_coord_objective objective;
     int64_t per_class, calib, eval, batch, runs, min_devices, max_attempts;
     int64_t timeout_s, job_timeout_s, mem_limit;
 };
+
+/* The option table (STYLE.md 2.9): --help, --print-config, the config file, EFC_<NAME>. */
+#define OPT(f) offsetof(struct opts, f)
+static const struct efc_cfg_opt g_opts[] = {
+    {"broker", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(broker),
+     "MQTT v5 broker, mqtt://host[:port] (round)"},
+    {"db", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(db), "SQLite store (required)"},
+    {"base", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(base), "FP32 base model, .efm (round)"},
+    {"grid", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(grid),
+     "candidate policies, ';'-separated: \"fp32;int8(calib=kl,weights=channel);...\" (round)"},
+    {"sla-drop", EFC_CFG_F64, NULL, 0, 1, NULL, OPT(sla_drop),
+     "SLA: max accuracy drop vs fp32, paired (round: this or --sla-acc)"},
+    {"sla-acc", EFC_CFG_F64, NULL, 0, 1, NULL, OPT(sla_acc), "SLA: min accuracy, absolute"},
+    {"objective", EFC_CFG_ENUM, "bytes", 0, 0, "bytes|p50", OPT(objective_i),
+     "minimised among candidates meeting the SLA; ties by the other"},
+    {"per-class", EFC_CFG_INT, "1", 1, 1000, NULL, OPT(per_class),
+     "K: devices of each class that run each candidate"},
+    {"calib", EFC_CFG_INT, "256", 0, 10000000, NULL, OPT(calib),
+     "local calibration samples per job"},
+    {"eval", EFC_CFG_INT, "1000", 1, 10000000, NULL, OPT(eval),
+     "local evaluation samples per job (disjoint from calibration)"},
+    {"batch", EFC_CFG_INT, "16", 1, 4096, NULL, OPT(batch),
+     "second timed batch size (batch 1 is always timed)"},
+    {"runs", EFC_CFG_INT, "20", 1, 100000, NULL, OPT(runs), "timed runs per batch size"},
+    {"timeout", EFC_CFG_INT, "3600", 1, 30 * 86400, NULL, OPT(timeout_s),
+     "seconds before a round selects on the results it has"},
+    {"job-timeout", EFC_CFG_INT, "120", 1, 86400, NULL, OPT(job_timeout_s),
+     "seconds a device has for a job before it is reassigned"},
+    {"mem-limit", EFC_CFG_INT, "1073741824", 1 << 24, 1LL << 40, NULL, OPT(mem_limit),
+     "address-space limit of an evaluation child, bytes"},
+    {"min-devices", EFC_CFG_INT, "1", 1, MAX_DEVICES, NULL, OPT(min_devices),
+     "devices to wait for before a round can end"},
+    {"max-attempts", EFC_CFG_INT, "3", 1, 100, NULL, OPT(max_attempts),
+     "assignments of one job before it expires"},
+    {"round-id", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(round_id),
+     "round id (default: from the base digest, grid and K, so a restart resumes it; "
+     "required by report)"},
+    {"report", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(report), "write the HTML/SVG report here"},
+    {"prefix", EFC_CFG_STR, "efc/v1", 0, 0, NULL, OPT(prefix), "topic prefix"},
+};
+#define N_OPTS (sizeof(g_opts) / sizeof(g_opts[0]))
 
 /* A device seen on the broker during this run, and the job last published to it. */
 struct dev {
@@ -112,116 +157,50 @@ static int64_t now_ms(void)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: efc-coordinator --broker mqtt://HOST:PORT --db FILE round --base MODEL.efm\n"
-            "           --grid \"fp32;int8(calib=percentile,weights=channel);...\"\n"
-            "           (--sla-drop D | --sla-acc A) [--objective bytes|p50] [--per-class K]\n"
-            "           [--calib N] [--eval N] [--batch N] [--runs N] [--timeout S]\n"
-            "           [--job-timeout S] [--min-devices N] [--max-attempts N]\n"
-            "           [--round-id ID] [--report out.html] [--prefix efc/v1]\n"
-            "       efc-coordinator --db FILE report --round-id ID [--report out.html]\n"
-            "  round   run (or resume) a round: jobs to the agents over MQTT, results into the\n"
-            "          store, then the per-class selection table (and HTML report)\n"
-            "  report  the selection of a stored round (no broker), with job/result counts\n"
-            "  --round-id    default: derived from the base model digest, grid and K, so a\n"
-            "                restarted coordinator resumes the same round\n"
-            "  --min-devices wait for this many devices before a round can end (default 1)\n");
+    fprintf(f, "usage: efc-coordinator --broker mqtt://HOST:PORT --db FILE round --base MODEL.efm\n"
+               "           --grid \"fp32;int8(calib=percentile,weights=channel);...\"\n"
+               "           (--sla-drop D | --sla-acc A) [options]\n"
+               "       efc-coordinator --db FILE report --round-id ID [--report out.html]\n"
+               "  round   run (or resume) a round: jobs to the agents over MQTT, results into the\n"
+               "          store, then the per-class selection table (and HTML report)\n"
+               "  report  the selection of a stored round (no broker), with job/result counts\n\n");
+    efc_config_usage(g_opts, N_OPTS, f);
+    fprintf(f, "Each option may also come from --config FILE (key = value lines) or EFC_<NAME>\n"
+               "(e.g. EFC_JOB_TIMEOUT); the command line wins, then the environment, then the\n"
+               "file. --print-config shows the result and where each value came from.\n");
 }
 
-static int parse_int(const char *v, const char *what, int64_t min, int64_t max, int64_t *out)
+/* Options from the table; 0 to run, 1 to exit 0 (help, print-config), -1 on bad usage. */
+static int parse_args(struct opts *o, int argc, char **argv, const char **cmd,
+                      struct efc_config **cfg)
 {
-    if (efc_parse_i64(v, min, max, what, out) != EFC_OK) {
+    if (efc_config_load(g_opts, N_OPTS, o, argc, argv, cfg) != EFC_OK) {
         fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
         return -1;
     }
-    return 0;
-}
-
-static int parse_args(struct opts *o, int argc, char **argv, const char **cmd)
-{
-    int sla_set = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
-        if (!strcmp(a, "round") || !strcmp(a, "report")) {
-            *cmd = a;
-            continue;
-        }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
-        if (!v) {
-            fprintf(stderr, "efc-coordinator: %s needs a value\n", a);
-            return -1;
-        }
-        i++;
-        if (!strcmp(a, "--broker"))
-            o->broker = v;
-        else if (!strcmp(a, "--db"))
-            o->db = v;
-        else if (!strcmp(a, "--base"))
-            o->base = v;
-        else if (!strcmp(a, "--grid"))
-            o->grid = v;
-        else if (!strcmp(a, "--report"))
-            o->report = v;
-        else if (!strcmp(a, "--prefix"))
-            o->prefix = v;
-        else if (!strcmp(a, "--round-id"))
-            o->round_id = v;
-        else if (!strcmp(a, "--sla-drop") || !strcmp(a, "--sla-acc")) {
-            if (efc_parse_f64(v, 0.0, 1.0, a, &d) != EFC_OK) {
-                fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
-                return -1;
-            }
-            o->sla.kind =
-                !strcmp(a, "--sla-drop") ? EFC_COORD_SLA_MAX_DROP : EFC_COORD_SLA_ABSOLUTE;
-            o->sla.value = d;
-            sla_set = 1;
-        } else if (!strcmp(a, "--objective")) {
-            if (!strcmp(v, "bytes"))
-                o->objective = EFC_COORD_OBJ_BYTES;
-            else if (!strcmp(v, "p50"))
-                o->objective = EFC_COORD_OBJ_P50;
-            else {
-                fprintf(stderr, "efc-coordinator: --objective: bytes or p50\n");
-                return -1;
-            }
-        } else if (!strcmp(a, "--per-class")) {
-            if (parse_int(v, a, 1, 1000, &o->per_class))
-                return -1;
-        } else if (!strcmp(a, "--calib")) {
-            if (parse_int(v, a, 0, 10000000, &o->calib))
-                return -1;
-        } else if (!strcmp(a, "--eval")) {
-            if (parse_int(v, a, 1, 10000000, &o->eval))
-                return -1;
-        } else if (!strcmp(a, "--batch")) {
-            if (parse_int(v, a, 1, 4096, &o->batch))
-                return -1;
-        } else if (!strcmp(a, "--runs")) {
-            if (parse_int(v, a, 1, 100000, &o->runs))
-                return -1;
-        } else if (!strcmp(a, "--timeout")) {
-            if (parse_int(v, a, 1, 30 * 86400, &o->timeout_s))
-                return -1;
-        } else if (!strcmp(a, "--job-timeout")) {
-            if (parse_int(v, a, 1, 86400, &o->job_timeout_s))
-                return -1;
-        } else if (!strcmp(a, "--min-devices")) {
-            if (parse_int(v, a, 1, MAX_DEVICES, &o->min_devices))
-                return -1;
-        } else if (!strcmp(a, "--max-attempts")) {
-            if (parse_int(v, a, 1, 100, &o->max_attempts))
-                return -1;
-        } else {
-            fprintf(stderr, "efc-coordinator: unknown option %s\n", a);
-            return -1;
-        }
+    if (efc_config_help(*cfg)) {
+        usage(stdout);
+        return 1;
     }
-    if (!*cmd || !o->db) {
-        fprintf(stderr, "efc-coordinator: a subcommand (round|report) and --db are required\n");
+    if (efc_config_print_wanted(*cfg)) {
+        efc_config_print(g_opts, N_OPTS, o, *cfg, stdout);
+        return 1;
+    }
+    o->objective = o->objective_i == 1 ? EFC_COORD_OBJ_P50 : EFC_COORD_OBJ_BYTES;
+    int drop = efc_config_given(*cfg, "sla-drop"), acc = efc_config_given(*cfg, "sla-acc");
+    if (drop && acc) {
+        fprintf(stderr, "efc-coordinator: --sla-drop and --sla-acc exclude each other\n");
+        return -1;
+    }
+    o->sla.kind = acc ? EFC_COORD_SLA_ABSOLUTE : EFC_COORD_SLA_MAX_DROP;
+    o->sla.value = acc ? o->sla_acc : o->sla_drop;
+    *cmd = efc_config_pos(*cfg, 0);
+    if (efc_config_npos(*cfg) != 1 || (strcmp(*cmd, "round") && strcmp(*cmd, "report"))) {
+        fprintf(stderr, "efc-coordinator: one subcommand, round or report\n");
+        return -1;
+    }
+    if (!o->db) {
+        fprintf(stderr, "efc-coordinator: --db is required\n");
         return -1;
     }
     if (!strcmp(*cmd, "report")) {
@@ -231,7 +210,7 @@ static int parse_args(struct opts *o, int argc, char **argv, const char **cmd)
         }
         return 0;
     }
-    if (!o->broker || !o->base || !o->grid || !sla_set) {
+    if (!o->broker || !o->base || !o->grid || !(drop || acc)) {
         fprintf(stderr, "efc-coordinator: round needs --broker, --base, --grid and an SLA "
                         "(--sla-drop or --sla-acc)\n");
         return -1;
@@ -888,24 +867,16 @@ int main(int argc, char **argv)
 {
     static struct coord c;
     const char *cmd = NULL;
+    struct efc_config *cfg = NULL;
     int rc;
     struct sigaction sa;
 
-    c.o.prefix = "efc/v1";
-    c.o.objective = EFC_COORD_OBJ_BYTES;
-    c.o.per_class = 1;
-    c.o.calib = 256;
-    c.o.eval = 1000;
-    c.o.batch = 16;
-    c.o.runs = 20;
-    c.o.timeout_s = 3600;
-    c.o.job_timeout_s = 120;
-    c.o.min_devices = 1;
-    c.o.max_attempts = EFC_COORD_MAX_ATTEMPTS_DEFAULT;
-    c.o.mem_limit = 1LL << 30;
-    if (argc < 2 || parse_args(&c.o, argc, argv, &cmd)) {
-        usage(stderr);
-        return 2;
+    rc = parse_args(&c.o, argc, argv, &cmd, &cfg);
+    if (rc) {
+        if (rc < 0)
+            fprintf(stderr, "efc-coordinator: see --help\n");
+        efc_config_free(cfg);
+        return rc < 0 ? 2 : 0;
     }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -914,9 +885,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (efc_coord_store_open(c.o.db, &c.store) != EFC_OK) {
         fprintf(stderr, "efc-coordinator: %s: %s\n", c.o.db, efc_err_detail());
+        efc_config_free(cfg);
         return 1;
     }
     rc = !strcmp(cmd, "round") ? run_round(&c) : run_report(&c);
     efc_coord_store_close(c.store);
+    efc_config_free(cfg);
     return rc;
 }
