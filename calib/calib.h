@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/efc_policy.h"
 #include "common/efc_sha256.h"
 #include "common/efc_status.h"
 #include "model/dataset.h"
@@ -224,5 +225,12 @@ enum efc_status efc_calib_lower(const struct efc_model *m, const struct efc_cali
 /* The calibration record as one JSON object (see docs/calibration.md), NUL-terminated,
  * allocated: efc_free(*json). */
 enum efc_status efc_calib_record_json(const struct efc_calib_result *r, char **json);
+
+/* The options of a policy's `int8(...)` step (docs/policies.md): calib=minmax|percentile|kl|
+ * mse [percentile], weights=channel|tensor [channel], p=P (percentile, with calib=percentile
+ * only). co and qo get the defaults first. EFC_EINVAL naming the key and its allowed values for
+ * anything else, or if the step is not int8. */
+enum efc_status efc_calib_policy_step(const struct efc_policy_step *st,
+                                      struct efc_calib_opts *co, struct efc_quant_opts *qo);
 
 #endif

@@ -92,7 +92,19 @@ expect 1 "unknown calibrator" -- "$efc" quantize "$tmp/mlp.efm" --calib magic --
 expect 0 "bench-kernels --json (one shape)" -- "$efc" bench-kernels --json --shape square256 --time-ms 20
 grep -q '"openblas_core"' "$tmp/out" && grep -q '"ratio"' "$tmp/out" && ok "bench-kernels JSON keys" || bad "bench-kernels JSON: $(head -c 300 "$tmp/out")"
 
-for c in train eval inspect bench run quantize bench-kernels; do expect 0 "$c --help" -- "$efc" $c --help; done
+# compress: a policy end to end (one-shot 80 % pruning + int8, no fine-tuning: seconds)
+expect 0 "compress prune+int8" -- "$efc" compress "$tmp/mlp.efm" --policy "prune(sparsity=0.8)+int8(calib=percentile)" --data fashion-mnist -q -o "$tmp/mlp-p8.efm"
+grep -q "prunable-weight sparsity 0.8000" "$tmp/out" && ok "compress: sparsity 0.8000" || bad "compress summary: $(cat "$tmp/out")"
+[[ $(stat -c %s "$tmp/mlp-p8.efm") -lt $(stat -c %s "$tmp/mlp8.efm") ]] && ok "pruned INT8 file smaller than dense INT8 ($(stat -c %s "$tmp/mlp-p8.efm") < $(stat -c %s "$tmp/mlp8.efm") bytes)" || bad "pruned INT8 file not smaller"
+expect 0 "eval pruned INT8" -- "$efc" eval "$tmp/mlp-p8.efm" --data fashion-mnist --json
+p=$(json_num "$tmp/out" accuracy)
+awk -v a="$p" 'BEGIN{exit !(a > 0.60)}' && ok "pruned INT8 accuracy $p > 0.60" || bad "pruned INT8 accuracy $p"
+expect 1 "compress: impossible policy" -- "$efc" compress "$tmp/mlp.efm" --policy "prune(sparsity=1.5)" --data fashion-mnist -o "$tmp/bad.efm"
+grep -q "sparsity=1.5 is not in \[0, 1)" "$tmp/err" && ok "impossible policy names the key" || bad "policy error: $(cat "$tmp/err")"
+expect 1 "compress: policy syntax error" -- "$efc" compress "$tmp/mlp.efm" --policy "prune(sparsity=0.5" --data fashion-mnist -o "$tmp/bad.efm"
+grep -q "column" "$tmp/err" && ok "syntax error names the column" || bad "syntax error: $(cat "$tmp/err")"
+
+for c in train eval inspect bench run quantize bench-kernels compress; do expect 0 "$c --help" -- "$efc" $c --help; done
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,0 +1,267 @@
+/* compress.c — the policy driver for training-side steps (compress.h). */
+#include "compress/compress.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/efc_log.h"
+#include "common/efc_parse.h"
+#include "common/efc_time.h"
+#include "compress/prune.h"
+#include "compress/train.h"
+#include "model/exec.h"
+
+#define MOD "compress"
+
+int efc_compress_is_device_step(const char *method)
+{
+    return !strcmp(method, "int8") || !strcmp(method, "fp32");
+}
+
+/* Step k as text, for error details and reports. */
+static void step_text(const struct efc_policy_step *st, char *out, size_t len)
+{
+    struct efc_policy one = {.n_steps = 1};
+    one.steps[0] = *st;
+    if (efc_policy_format(&one, out, len) != EFC_OK)
+        snprintf(out, len, "%s", st->method);
+}
+
+/* Keys a method accepts. */
+static int key_known(const char *method, const char *key)
+{
+    static const char *const prune_keys[] = {"sparsity", "finetune", "schedule", "min_density",
+                                             NULL};
+    static const char *const nm_keys[] = {"n", "m", "finetune", NULL};
+    const char *const *k = !strcmp(method, "prune") ? prune_keys
+                           : !strcmp(method, "nm")  ? nm_keys
+                                                    : NULL;
+    for (; k && *k; k++)
+        if (!strcmp(*k, key))
+            return 1;
+    return 0;
+}
+
+/* Value of key as a number in [lo, hi] (default def when absent). */
+static enum efc_status num(const struct efc_policy_step *st, int k, const char *key, double lo,
+                           double hi, int hi_open, double def, double *out)
+{
+    const char *v = efc_policy_get(st, key);
+    char txt[EFC_POLICY_STR_MAX];
+    *out = def;
+    if (!v)
+        return EFC_OK;
+    step_text(st, txt, sizeof(txt));
+    if (efc_parse_f64(v, lo, hi, key, out) != EFC_OK || (hi_open && *out >= hi))
+        return efc_errf(EFC_EINVAL, "policy step %d '%s': %s=%s is not in [%g, %g%s", k + 1, txt,
+                        key, v, lo, hi, hi_open ? ")" : "]");
+    return EFC_OK;
+}
+
+static enum efc_status integer(const struct efc_policy_step *st, int k, const char *key,
+                               int64_t lo, int64_t hi, int64_t def, int64_t *out)
+{
+    const char *v = efc_policy_get(st, key);
+    char txt[EFC_POLICY_STR_MAX];
+    *out = def;
+    if (!v)
+        return EFC_OK;
+    step_text(st, txt, sizeof(txt));
+    if (efc_parse_i64(v, lo, hi, key, out) != EFC_OK)
+        return efc_errf(EFC_EINVAL, "policy step %d '%s': %s=%s is not an integer in [%lld, "
+                                    "%lld]", k + 1, txt, key, v, (long long)lo, (long long)hi);
+    return EFC_OK;
+}
+
+struct prune_args {
+    double sparsity, min_density;
+    int64_t finetune, n, m;
+    int gradual;
+};
+
+/* Parse and range-check one step's parameters. */
+static enum efc_status step_args(const struct efc_policy_step *st, int k, struct prune_args *a)
+{
+    char txt[EFC_POLICY_STR_MAX];
+    enum efc_status e;
+    step_text(st, txt, sizeof(txt));
+    memset(a, 0, sizeof(*a));
+    static const char *const later[] = {"filters", "distill", "lowrank", "qat", NULL};
+    for (const char *const *l = later; *l; l++)
+        if (!strcmp(st->method, *l))
+            return efc_errf(EFC_EUNSUPPORTED, "policy step %d '%s': %s is not implemented yet",
+                            k + 1, txt, st->method);
+    if (strcmp(st->method, "prune") && strcmp(st->method, "nm"))
+        return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown method '%s' (prune, nm, int8, "
+                                    "fp32)", k + 1, txt, st->method);
+    for (int32_t i = 0; i < st->n_params; i++)
+        if (!key_known(st->method, st->params[i].key))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown parameter '%s' for %s",
+                            k + 1, txt, st->params[i].key, st->method);
+    if (!strcmp(st->method, "prune")) {
+        if (!efc_policy_get(st, "sparsity"))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': prune needs sparsity=S", k + 1,
+                            txt);
+        if ((e = num(st, k, "sparsity", 0.0, 1.0, 1, 0.0, &a->sparsity)) ||
+            (e = num(st, k, "min_density", 0.0, 1.0, 0, 0.02, &a->min_density)) ||
+            (e = integer(st, k, "finetune", 0, 1000, 0, &a->finetune)))
+            return e;
+        const char *sch = efc_policy_get(st, "schedule");
+        if (sch && strcmp(sch, "gradual") && strcmp(sch, "oneshot"))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': schedule=%s is not gradual or "
+                                        "oneshot", k + 1, txt, sch);
+        a->gradual = a->finetune > 0 && (!sch || !strcmp(sch, "gradual"));
+        return EFC_OK;
+    }
+    if (!strcmp(st->method, "nm")) {
+        if ((e = integer(st, k, "n", 1, 15, 2, &a->n)) ||
+            (e = integer(st, k, "m", 2, 16, 4, &a->m)) ||
+            (e = integer(st, k, "finetune", 0, 1000, 0, &a->finetune)))
+            return e;
+        if (a->n >= a->m)
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': n=%lld must be below m=%lld",
+                            k + 1, txt, (long long)a->n, (long long)a->m);
+        return EFC_OK;
+    }
+    return efc_errf(EFC_EINTERNAL, "policy step %d '%s': no runner", k + 1, txt);
+}
+
+enum efc_status efc_compress_check(const struct efc_model *m, const struct efc_policy *p)
+{
+    int device = -1;
+    for (int32_t k = 0; k < p->n_steps; k++) {
+        const struct efc_policy_step *st = &p->steps[k];
+        char txt[EFC_POLICY_STR_MAX];
+        struct prune_args a;
+        step_text(st, txt, sizeof(txt));
+        if (efc_compress_is_device_step(st->method)) {
+            if (device < 0)
+                device = k;
+            continue;
+        }
+        if (device >= 0)
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': a training step after the device "
+                                        "step %d (%s); put int8 last", k + 1, txt, device + 1,
+                            p->steps[device].method);
+        enum efc_status e = step_args(st, k, &a);
+        if (e != EFC_OK)
+            return e;
+        struct efc_prune pr;
+        if (efc_prune_init(m, &pr) != EFC_OK)
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': model %s has no f32 Dense or Conv2d "
+                                        "weights to prune", k + 1, txt, m->name);
+        efc_prune_fini(&pr);
+    }
+    return EFC_OK;
+}
+
+static float val_accuracy(const struct efc_model *m, const struct efc_dataset *val)
+{
+    struct efc_eval_result r;
+    if (!val || efc_eval(m, val, 256, &r) != EFC_OK)
+        return -1.0f;
+    float acc = (float)r.accuracy;
+    efc_eval_result_fini(&r);
+    return acc;
+}
+
+static enum efc_status finetune(struct efc_model *m, const struct efc_compress_opts *o,
+                                int64_t epochs, struct efc_prune_schedule *g)
+{
+    struct efc_train_opts to;
+    struct efc_train_hooks h;
+    struct efc_train_report tr;
+    if (!o->train)
+        return efc_errf(EFC_EINVAL, "compress: fine-tuning needs training data");
+    efc_train_opts_default(&to);
+    to.epochs = (int32_t)epochs;
+    to.batch = o->batch > 0 ? o->batch : 128;
+    to.lr = o->lr > 0.0f ? o->lr : 1e-3f;
+    to.seed = o->seed ? o->seed : 1;
+    to.progress = o->progress;
+    efc_prune_hooks(g, &h);
+    to.hooks = &h;
+    enum efc_status st = efc_train(m, o->train, NULL, &to, &tr);
+    if (st == EFC_OK && g->err != EFC_OK)
+        st = g->err;
+    efc_prune_apply(m, g->p); /* the last step's update re-zeroed: the mask holds */
+    return st;
+}
+
+static enum efc_status run_prune(struct efc_model *m, const struct efc_policy_step *st, int k,
+                                 const struct efc_compress_opts *o,
+                                 struct efc_compress_step_report *r)
+{
+    struct prune_args a;
+    struct efc_prune p;
+    struct efc_prune_schedule g;
+    enum efc_status e = step_args(st, k, &a);
+    if (e != EFC_OK)
+        return e;
+    if ((e = efc_model_densify(m)) != EFC_OK || (e = efc_prune_init(m, &p)) != EFC_OK)
+        return e;
+    if (!strcmp(st->method, "nm")) {
+        e = efc_prune_nm(m, &p, (int32_t)a.n, (int32_t)a.m);
+        for (int32_t i = 0; i < p.n; i++)
+            r->nm_skipped += p.layers[i].nm_skip;
+        if (e == EFC_OK && a.finetune > 0) {
+            efc_prune_schedule_init(&g, &p, 0, 0.0, 0.0, 1);
+            e = finetune(m, o, a.finetune, &g);
+        }
+    } else if (a.gradual) {
+        int32_t batch = o->batch > 0 ? o->batch : 128;
+        int64_t steps = a.finetune * ((o->train->n + batch - 1) / batch);
+        efc_prune_schedule_init(&g, &p, 1, a.sparsity, a.min_density, steps);
+        e = finetune(m, o, a.finetune, &g);
+        /* the ramp ends before the last steps; make sure the target is met exactly */
+        if (e == EFC_OK)
+            e = efc_prune_magnitude(m, &p, a.sparsity, a.min_density);
+    } else {
+        e = efc_prune_magnitude(m, &p, a.sparsity, a.min_density);
+        if (e == EFC_OK && a.finetune > 0) {
+            efc_prune_schedule_init(&g, &p, 0, a.sparsity, a.min_density, 1);
+            e = finetune(m, o, a.finetune, &g);
+        }
+    }
+    efc_prune_fini(&p);
+    return e;
+}
+
+enum efc_status efc_compress_run(struct efc_model *m, const struct efc_policy *p,
+                                 const struct efc_compress_opts *o,
+                                 struct efc_compress_report *rep)
+{
+    struct efc_compress_opts defaults = {.seed = 1};
+    enum efc_status e;
+    if (!o)
+        o = &defaults;
+    memset(rep, 0, sizeof(*rep));
+    rep->device_step = -1;
+    if ((e = efc_compress_check(m, p)) != EFC_OK)
+        return e;
+    for (int32_t k = 0; k < p->n_steps; k++) {
+        const struct efc_policy_step *st = &p->steps[k];
+        if (efc_compress_is_device_step(st->method)) {
+            rep->device_step = k;
+            break;
+        }
+        struct efc_compress_step_report *r = &rep->steps[rep->n_steps++];
+        step_text(st, r->step, sizeof(r->step));
+        double t0 = efc_time_s();
+        efc_log(EFC_LOG_INFO, MOD, "step %d: %s", k + 1, r->step);
+        e = run_prune(m, st, k, o, r);
+        if (e != EFC_OK)
+            return e;
+        r->seconds = efc_time_s() - t0;
+        r->sparsity = efc_prune_model_sparsity(m);
+        r->val_accuracy = val_accuracy(m, o->val);
+        if (r->val_accuracy >= 0.0f)
+            efc_log(EFC_LOG_INFO, MOD, "step %d: %s done in %.1f s: sparsity %.4f, accuracy "
+                    "%.4f", k + 1, r->step, r->seconds, r->sparsity, r->val_accuracy);
+        else
+            efc_log(EFC_LOG_INFO, MOD, "step %d: %s done in %.1f s: sparsity %.4f", k + 1,
+                    r->step, r->seconds, r->sparsity);
+    }
+    return EFC_OK;
+}
