@@ -153,8 +153,16 @@ int cmd_compress(int argc, char **argv)
         test = NULL;
     co.train = train;
     co.val = test;
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", in);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof(dir), ".");
+    co.base_dir = dir;
     float acc0 = accuracy(m, test);
-    if ((st = efc_compress_run(m, &pol, &co, &rep)))
+    if ((st = efc_compress_run(&m, &pol, &co, &rep)))
         goto fail;
     float acc1 = accuracy(m, test);
     double sparsity = efc_prune_model_sparsity(m);
@@ -205,6 +213,10 @@ int cmd_compress(int argc, char **argv)
                rep.steps[k].seconds, rep.steps[k].sparsity);
         if (rep.steps[k].nm_skipped)
             printf(", %d layer(s) left dense", rep.steps[k].nm_skipped);
+        if (rep.steps[k].lowrank_factorised)
+            printf(", %d Dense layer(s) factorised: %lld -> %lld weights",
+                   rep.steps[k].lowrank_factorised, (long long)rep.steps[k].params_before,
+                   (long long)rep.steps[k].params_after);
         if (rep.steps[k].val_accuracy >= 0)
             printf(", test accuracy %.2f %%", 100.0 * rep.steps[k].val_accuracy);
         printf("\n");

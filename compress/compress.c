@@ -8,8 +8,11 @@
 #include "common/efc_log.h"
 #include "common/efc_parse.h"
 #include "common/efc_time.h"
+#include "compress/distill.h"
+#include "compress/lowrank.h"
 #include "compress/prune.h"
 #include "compress/train.h"
+#include "model/arch.h"
 #include "model/exec.h"
 
 #define MOD "compress"
@@ -34,9 +37,14 @@ static int key_known(const char *method, const char *key)
     static const char *const prune_keys[] = {"sparsity", "finetune", "schedule", "min_density",
                                              NULL};
     static const char *const nm_keys[] = {"n", "m", "finetune", NULL};
-    const char *const *k = !strcmp(method, "prune") ? prune_keys
-                           : !strcmp(method, "nm")  ? nm_keys
-                                                    : NULL;
+    static const char *const distill_keys[] = {"teacher", "student", "t", "alpha", "epochs",
+                                               NULL};
+    static const char *const lowrank_keys[] = {"rank", "energy", "finetune", NULL};
+    const char *const *k = !strcmp(method, "prune")     ? prune_keys
+                           : !strcmp(method, "nm")      ? nm_keys
+                           : !strcmp(method, "distill") ? distill_keys
+                           : !strcmp(method, "lowrank") ? lowrank_keys
+                                                        : NULL;
     for (; k && *k; k++)
         if (!strcmp(*k, key))
             return 1;
@@ -78,6 +86,10 @@ struct prune_args {
     double sparsity, min_density;
     int64_t finetune, n, m;
     int gradual;
+    /* distill */
+    double t, alpha, energy;
+    int64_t epochs, rank;
+    const char *teacher, *student;
 };
 
 /* Parse and range-check one step's parameters. */
@@ -87,14 +99,15 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
     enum efc_status e;
     step_text(st, txt, sizeof(txt));
     memset(a, 0, sizeof(*a));
-    static const char *const later[] = {"filters", "distill", "lowrank", "qat", NULL};
+    static const char *const later[] = {"filters", "qat", NULL};
     for (const char *const *l = later; *l; l++)
         if (!strcmp(st->method, *l))
             return efc_errf(EFC_EUNSUPPORTED, "policy step %d '%s': %s is not implemented yet",
                             k + 1, txt, st->method);
-    if (strcmp(st->method, "prune") && strcmp(st->method, "nm"))
-        return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown method '%s' (prune, nm, int8, "
-                                    "fp32)", k + 1, txt, st->method);
+    if (strcmp(st->method, "prune") && strcmp(st->method, "nm") &&
+        strcmp(st->method, "distill") && strcmp(st->method, "lowrank"))
+        return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown method '%s' (prune, nm, "
+                                    "distill, lowrank, int8, fp32)", k + 1, txt, st->method);
     for (int32_t i = 0; i < st->n_params; i++)
         if (!key_known(st->method, st->params[i].key))
             return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown parameter '%s' for %s",
@@ -124,6 +137,34 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
                             k + 1, txt, (long long)a->n, (long long)a->m);
         return EFC_OK;
     }
+    if (!strcmp(st->method, "distill")) {
+        struct efc_model *probe = NULL;
+        a->teacher = efc_policy_get(st, "teacher");
+        a->student = efc_policy_get(st, "student");
+        if (!a->student)
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': distill needs student=ARCH", k + 1,
+                            txt);
+        if (efc_arch_build(a->student, 1, &probe) != EFC_OK)
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': student=%s is not a built-in "
+                                        "architecture (mlp, lenet5, cnn-bn, dwsep)",
+                            k + 1, txt, a->student);
+        efc_model_free(probe);
+        if ((e = num(st, k, "t", 0.01, 100.0, 0, 4.0, &a->t)) ||
+            (e = num(st, k, "alpha", 0.0, 1.0, 0, 0.7, &a->alpha)) ||
+            (e = integer(st, k, "epochs", 1, 1000, 10, &a->epochs)))
+            return e;
+        return EFC_OK;
+    }
+    if (!strcmp(st->method, "lowrank")) {
+        if (efc_policy_get(st, "rank") && efc_policy_get(st, "energy"))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': rank= and energy= exclude each "
+                                        "other", k + 1, txt);
+        if ((e = integer(st, k, "rank", 1, 1 << 20, 0, &a->rank)) ||
+            (e = num(st, k, "energy", 1e-6, 1.0, 0, 0.9, &a->energy)) ||
+            (e = integer(st, k, "finetune", 0, 1000, 0, &a->finetune)))
+            return e;
+        return EFC_OK;
+    }
     return efc_errf(EFC_EINTERNAL, "policy step %d '%s': no runner", k + 1, txt);
 }
 
@@ -147,6 +188,19 @@ enum efc_status efc_compress_check(const struct efc_model *m, const struct efc_p
         enum efc_status e = step_args(st, k, &a);
         if (e != EFC_OK)
             return e;
+        if (!strcmp(st->method, "distill"))
+            continue; /* replaces the model: what follows applies to the student */
+        if (!strcmp(st->method, "lowrank")) {
+            int32_t kmax = efc_lowrank_max_rank(m);
+            if (kmax == 0)
+                return efc_errf(EFC_EINVAL, "policy step %d '%s': model %s has no f32 Dense "
+                                            "layer", k + 1, txt, m->name);
+            if (a.rank > kmax)
+                return efc_errf(EFC_EINVAL, "policy step %d '%s': rank=%lld is above every Dense "
+                                            "layer's rank (the largest is %d)", k + 1, txt,
+                                (long long)a.rank, kmax);
+            continue;
+        }
         struct efc_prune pr;
         if (efc_prune_init(m, &pr) != EFC_OK)
             return efc_errf(EFC_EINVAL, "policy step %d '%s': model %s has no f32 Dense or Conv2d "
@@ -180,12 +234,15 @@ static enum efc_status finetune(struct efc_model *m, const struct efc_compress_o
     to.lr = o->lr > 0.0f ? o->lr : 1e-3f;
     to.seed = o->seed ? o->seed : 1;
     to.progress = o->progress;
-    efc_prune_hooks(g, &h);
-    to.hooks = &h;
+    if (g) {
+        efc_prune_hooks(g, &h);
+        to.hooks = &h;
+    }
     enum efc_status st = efc_train(m, o->train, NULL, &to, &tr);
-    if (st == EFC_OK && g->err != EFC_OK)
+    if (g && st == EFC_OK && g->err != EFC_OK)
         st = g->err;
-    efc_prune_apply(m, g->p); /* the last step's update re-zeroed: the mask holds */
+    if (g)
+        efc_prune_apply(m, g->p); /* the last step's update re-zeroed: the mask holds */
     return st;
 }
 
@@ -228,7 +285,37 @@ static enum efc_status run_prune(struct efc_model *m, const struct efc_policy_st
     return e;
 }
 
-enum efc_status efc_compress_run(struct efc_model *m, const struct efc_policy *p,
+static enum efc_status run_distill(struct efc_model **m, const struct efc_policy_step *st,
+                                   int k, const struct efc_compress_opts *o)
+{
+    struct prune_args a;
+    struct efc_model *teacher = NULL, *student = NULL;
+    enum efc_status e = step_args(st, k, &a);
+    float tacc = -1.0f;
+    if (e != EFC_OK)
+        return e;
+    if (a.teacher && (e = efc_distill_load_teacher(a.teacher, o->base_dir, &teacher)) != EFC_OK)
+        return e;
+    struct efc_distill_opts d = {.train = o->train,
+                                 .student = a.student,
+                                 .t = (float)a.t,
+                                 .alpha = (float)a.alpha,
+                                 .epochs = (int32_t)a.epochs,
+                                 .batch = o->batch,
+                                 .seed = o->seed,
+                                 .progress = o->progress};
+    e = efc_distill(teacher ? teacher : *m, &d, &student, &tacc);
+    if (e == EFC_OK) {
+        efc_log(EFC_LOG_INFO, MOD, "distill: teacher %s (train accuracy %.4f) -> student %s",
+                teacher ? a.teacher : (*m)->name, tacc, a.student);
+        efc_model_free(*m);
+        *m = student;
+    }
+    efc_model_free(teacher);
+    return e;
+}
+
+enum efc_status efc_compress_run(struct efc_model **mp, const struct efc_policy *p,
                                  const struct efc_compress_opts *o,
                                  struct efc_compress_report *rep)
 {
@@ -238,7 +325,7 @@ enum efc_status efc_compress_run(struct efc_model *m, const struct efc_policy *p
         o = &defaults;
     memset(rep, 0, sizeof(*rep));
     rep->device_step = -1;
-    if ((e = efc_compress_check(m, p)) != EFC_OK)
+    if ((e = efc_compress_check(*mp, p)) != EFC_OK)
         return e;
     for (int32_t k = 0; k < p->n_steps; k++) {
         const struct efc_policy_step *st = &p->steps[k];
@@ -250,12 +337,26 @@ enum efc_status efc_compress_run(struct efc_model *m, const struct efc_policy *p
         step_text(st, r->step, sizeof(r->step));
         double t0 = efc_time_s();
         efc_log(EFC_LOG_INFO, MOD, "step %d: %s", k + 1, r->step);
-        e = run_prune(m, st, k, o, r);
+        if (!strcmp(st->method, "distill")) {
+            e = run_distill(mp, st, k, o);
+        } else if (!strcmp(st->method, "lowrank")) {
+            struct prune_args a;
+            struct efc_lowrank_report lr;
+            if ((e = step_args(st, k, &a)) == EFC_OK &&
+                (e = efc_lowrank(*mp, (int32_t)a.rank, a.energy, &lr)) == EFC_OK) {
+                r->lowrank_factorised = lr.factorised;
+                r->params_before = lr.params_before;
+                r->params_after = lr.params_after;
+                if (a.finetune > 0)
+                    e = finetune(*mp, o, a.finetune, NULL);
+            }
+        } else
+            e = run_prune(*mp, st, k, o, r);
         if (e != EFC_OK)
             return e;
         r->seconds = efc_time_s() - t0;
-        r->sparsity = efc_prune_model_sparsity(m);
-        r->val_accuracy = val_accuracy(m, o->val);
+        r->sparsity = efc_prune_model_sparsity(*mp);
+        r->val_accuracy = val_accuracy(*mp, o->val);
         if (r->val_accuracy >= 0.0f)
             efc_log(EFC_LOG_INFO, MOD, "step %d: %s done in %.1f s: sparsity %.4f, accuracy "
                     "%.4f", k + 1, r->step, r->seconds, r->sparsity, r->val_accuracy);

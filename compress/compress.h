@@ -13,6 +13,13 @@
  *       fine-tuning; oneshot: pruned once, then fine-tuned; E = 0 means oneshot, no training).
  *   nm(n=N [2], m=M [4], finetune=E [0])
  *       N:M semi-structured pruning along the input dimension, then E epochs of fine-tuning.
+ *   distill(student=ARCH, teacher=FILE [the input model], t=T [4], alpha=A [0.7],
+ *           epochs=E [10])
+ *       a fresh built-in student trained on the teacher's tempered outputs (distill.h); the
+ *       student replaces the model for the steps that follow.
+ *   lowrank(energy=F [0.9] | rank=R, finetune=E [0])
+ *       truncated-SVD factorisation of the Dense layers (lowrank.h), then E epochs of
+ *       fine-tuning.
  * Fine-tuning uses Adam, cosine schedule from `lr` (opts, default 1e-3), batch 128, the
  * opts' seed; the masks are re-applied after every step.
  * Every step is validated before anything runs (efc_compress_check): unknown methods or keys,
@@ -36,6 +43,7 @@ struct efc_compress_opts {
     int32_t progress;                /* 0 silent, 1 progress bars / lines */
     float lr;                        /* fine-tuning learning rate; <= 0: 1e-3 */
     int32_t batch;                   /* fine-tuning batch; <= 0: 128 */
+    const char *base_dir;            /* relative teacher= paths are also tried here */
 };
 
 struct efc_compress_step_report {
@@ -44,6 +52,8 @@ struct efc_compress_step_report {
     double sparsity;     /* of the prunable weights after the step */
     float val_accuracy;  /* on opts.val after the step, or -1 */
     int32_t nm_skipped;  /* nm: layers left dense (input dimension not a multiple of m) */
+    int32_t lowrank_factorised;           /* lowrank: Dense layers factorised */
+    int64_t params_before, params_after;  /* lowrank: their weights */
 };
 
 struct efc_compress_report {
@@ -56,10 +66,11 @@ struct efc_compress_report {
  * run. */
 enum efc_status efc_compress_check(const struct efc_model *m, const struct efc_policy *p);
 
-/* Run p's training-side steps on m in place, in order, up to the first device step. The
- * pruned weight tensors are left dense (zeros in place): sparsify them to store compactly.
- * On error m may be partly compressed: the caller keeps its input file. */
-enum efc_status efc_compress_run(struct efc_model *m, const struct efc_policy *p,
+/* Run p's training-side steps on *m, in order, up to the first device step. Pruning works in
+ * place (zeros in dense tensors: sparsify them to store compactly); distill replaces *m with
+ * the trained student (the old model is freed). On error *m may be partly compressed: the
+ * caller keeps its input file. */
+enum efc_status efc_compress_run(struct efc_model **m, const struct efc_policy *p,
                                  const struct efc_compress_opts *o,
                                  struct efc_compress_report *rep);
 

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/efc_alloc.h"
 #include "common/efc_log.h"
 
 #define ENV_CORETYPE "OPENBLAS_CORETYPE"
@@ -45,6 +46,11 @@ static struct {
     int (*get_threads)(void);
     __typeof__(&cblas_sgemm) sgemm;
     __typeof__(&cblas_sgemv) sgemv;
+    /* LAPACK (Fortran ABI; optional: the library works without it) */
+    void (*sgesvd)(const char *jobu, const char *jobvt, const int *m, const int *n, float *a,
+                   const int *lda, float *s, float *u, const int *ldu, float *vt,
+                   const int *ldvt, float *work, const int *lwork, int *info, size_t,
+                   size_t);
     int threads; /* asked for before the load (0: the library's default) */
 } B = {.once = PTHREAD_ONCE_INIT};
 
@@ -60,6 +66,7 @@ static void blas_load(void)
         *(void **)&B.get_threads = dlsym(h, "openblas_get_num_threads");
         *(void **)&B.sgemm = dlsym(h, "cblas_sgemm");
         *(void **)&B.sgemv = dlsym(h, "cblas_sgemv");
+        *(void **)&B.sgesvd = dlsym(h, "sgesvd_");
     }
     if (h == NULL || !B.corename || !B.set_threads || !B.get_threads || !B.sgemm || !B.sgemv) {
         if (h == NULL)
@@ -252,4 +259,51 @@ void efc_k_sgemv(bool trans_a, int m, int n, float alpha, const float *a, int ld
     }
     B.sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, m, n, alpha, a, lda, x, 1,
             beta, y, 1);
+}
+
+enum efc_status efc_svd_f32(int rows, int cols, const float *w, float *s, float *u, float *vt)
+{
+    if (rows < 1 || cols < 1)
+        return efc_errf(EFC_EINVAL, "svd: %d x %d", rows, cols);
+    if (!blas_ready() || !B.sgesvd)
+        return efc_errf(EFC_EUNSUPPORTED, "svd: LAPACK sgesvd not available (OpenBLAS: %s)",
+                        efc_blas_core());
+    /* Row-major W (rows x cols) is column-major W^T (cols x rows); its SVD W^T = V S U^T gives
+     * LAPACK's U = V (cols x k) and VT = U^T (k x rows), both column-major. */
+    int m = cols, n = rows, k = rows < cols ? rows : cols, lwork = -1, info = 0;
+    size_t na = (size_t)m * n;
+    float *a = efc_malloc(na * sizeof(*a)), *lu = efc_malloc((size_t)m * k * sizeof(*lu)),
+          *lvt = efc_malloc((size_t)k * n * sizeof(*lvt)), q = 0.0f, *work = NULL;
+    enum efc_status st = EFC_OK;
+    if (!a || !lu || !lvt) {
+        st = efc_errf(EFC_ENOMEM, "svd: %d x %d", rows, cols);
+        goto out;
+    }
+    memcpy(a, w, na * sizeof(*a));
+    B.sgesvd("S", "S", &m, &n, a, &m, s, lu, &m, lvt, &k, &q, &lwork, &info, 1, 1);
+    lwork = info == 0 && q >= 1.0f ? (int)q : 5 * (m + n);
+    work = efc_malloc((size_t)lwork * sizeof(*work));
+    if (!work) {
+        st = efc_errf(EFC_ENOMEM, "svd: workspace");
+        goto out;
+    }
+    memcpy(a, w, na * sizeof(*a));
+    B.sgesvd("S", "S", &m, &n, a, &m, s, lu, &m, lvt, &k, work, &lwork, &info, 1, 1);
+    if (info != 0) {
+        st = efc_errf(info < 0 ? EFC_EINVAL : EFC_EINTERNAL, "svd: sgesvd info %d (%d x %d)",
+                      info, rows, cols);
+        goto out;
+    }
+    for (int r = 0; r < rows; r++) /* u[r][j] = U[r][j] = LAPACK VT[j][r] = lvt[j + r k] */
+        for (int j = 0; j < k; j++)
+            u[(size_t)r * k + j] = lvt[j + (size_t)r * k];
+    for (int j = 0; j < k; j++) /* vt[j][c] = V[c][j] = LAPACK U[c][j] = lu[c + j m] */
+        for (int c = 0; c < cols; c++)
+            vt[(size_t)j * cols + c] = lu[c + (size_t)j * m];
+out:
+    efc_free(a);
+    efc_free(lu);
+    efc_free(lvt);
+    efc_free(work);
+    return st;
 }

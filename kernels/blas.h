@@ -14,6 +14,8 @@
 
 #include <stdbool.h>
 
+#include "common/efc_status.h"
+
 #include "kernels/cpu_features.h"
 
 /* Choose the core for cap (sets OPENBLAS_CORETYPE); before any BLAS call. */
@@ -36,5 +38,10 @@ void efc_k_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, c
 /* Row-major y = alpha * op(A) x + beta * y, A is m x n. */
 void efc_k_sgemv(bool trans_a, int m, int n, float alpha, const float *a, int lda,
                  const float *x, float beta, float *y);
+
+/* Thin SVD of the row-major rows x cols matrix w = u diag(s) vt: k = min(rows, cols) singular
+ * values s descending, u (rows x k) and vt (k x cols) row-major. LAPACK sgesvd from OpenBLAS.
+ * Errors: EFC_EUNSUPPORTED (no LAPACK), EFC_EINTERNAL (no convergence), EFC_ENOMEM. */
+enum efc_status efc_svd_f32(int rows, int cols, const float *w, float *s, float *u, float *vt);
 
 #endif

@@ -333,6 +333,53 @@ static void test_core_select(void **state)
     assert_non_null(strstr(out, "core=none gemm=ok"));
 }
 
+/* Thin SVD: w = u diag(s) vt to float precision, s descending, orthonormal columns of u and
+ * rows of vt, for tall, wide and square shapes. */
+static void test_svd(void **state)
+{
+    (void)state;
+    static const int shapes[][2] = {{37, 23}, {23, 37}, {16, 16}, {1, 9}, {9, 1}};
+    for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++) {
+        int r = shapes[c][0], n = shapes[c][1], k = r < n ? r : n;
+        float *w = efc_malloc((size_t)r * n * sizeof(float)), *s = efc_malloc((size_t)k * 4),
+              *u = efc_malloc((size_t)r * k * 4), *vt = efc_malloc((size_t)k * n * 4);
+        for (int i = 0; i < r * n; i++)
+            w[i] = (float)((i * 37 + 11) % 101) / 50.0f - 1.0f;
+        enum efc_status st = efc_svd_f32(r, n, w, s, u, vt);
+        if (st == EFC_EUNSUPPORTED) {
+            print_message("skipped: %s\n", efc_err_detail());
+            skip();
+        }
+        assert_int_equal(st, EFC_OK);
+        double scale = 0.0;
+        for (int i = 0; i < r * n; i++)
+            scale = fmax(scale, fabs(w[i]));
+        for (int j = 1; j < k; j++)
+            assert_true(s[j] <= s[j - 1] && s[j] >= 0.0f);
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < n; j++) {
+                double acc = 0.0;
+                for (int q = 0; q < k; q++)
+                    acc += (double)u[i * k + q] * s[q] * vt[q * n + j];
+                assert_true(fabs(acc - w[i * n + j]) <= 1e-4 * (1.0 + scale * k));
+            }
+        for (int a = 0; a < k; a++)
+            for (int b = 0; b < k; b++) {
+                double du = 0.0, dv = 0.0;
+                for (int i = 0; i < r; i++)
+                    du += (double)u[i * k + a] * u[i * k + b];
+                for (int j = 0; j < n; j++)
+                    dv += (double)vt[a * n + j] * vt[b * n + j];
+                assert_true(fabs(du - (a == b)) < 1e-4 && fabs(dv - (a == b)) < 1e-4);
+            }
+        efc_free(w);
+        efc_free(s);
+        efc_free(u);
+        efc_free(vt);
+    }
+    assert_int_equal(efc_svd_f32(0, 3, NULL, NULL, NULL, NULL), EFC_EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "--child") == 0)
@@ -344,6 +391,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_core_wanted),
         cmocka_unit_test(test_sgemm_sgemv),
         cmocka_unit_test(test_core_select),
+        cmocka_unit_test(test_svd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -191,7 +191,7 @@ static void test_finetune_keeps_masks(void **state)
     struct efc_compress_opts o = {.train = train, .seed = 3, .batch = 100};
     assert_int_equal(efc_policy_parse("prune(sparsity=0.8,finetune=2)+int8(calib=kl)", &pol),
                      EFC_OK);
-    assert_int_equal(efc_compress_run(m, &pol, &o, &rep), EFC_OK);
+    assert_int_equal(efc_compress_run(&m, &pol, &o, &rep), EFC_OK);
     assert_int_equal(rep.n_steps, 1);
     assert_int_equal(rep.device_step, 1);
     assert_true(fabs(rep.steps[0].sparsity - 0.8) < 0.002);
@@ -259,6 +259,9 @@ static void test_bad_policies(void **state)
     expect_refused(m, "shrink(x=1)", "unknown method 'shrink'");
     expect_refused(m, "fp32+filters(ratio=0.5)", "training step after the device step");
     expect_refused(m, "filters(ratio=0.5)", "filters is not implemented yet");
+    expect_refused(m, "distill(t=4)", "distill needs student=ARCH");
+    expect_refused(m, "distill(student=resnet)", "student=resnet is not a built-in");
+    expect_refused(m, "distill(student=dwsep,alpha=2)", "alpha=2 is not in [0, 1]");
     assert_int_equal(efc_policy_parse("prune(sparsity=0.5,finetune=0)+int8(calib=kl)", &pol),
                      EFC_OK);
     assert_int_equal(efc_compress_check(m, &pol), EFC_OK);
