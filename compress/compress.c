@@ -11,6 +11,7 @@
 #include "compress/distill.h"
 #include "compress/lowrank.h"
 #include "compress/prune.h"
+#include "compress/qat.h"
 #include "compress/train.h"
 #include "model/arch.h"
 #include "model/exec.h"
@@ -40,10 +41,12 @@ static int key_known(const char *method, const char *key)
     static const char *const distill_keys[] = {"teacher", "student", "t", "alpha", "epochs",
                                                NULL};
     static const char *const lowrank_keys[] = {"rank", "energy", "finetune", NULL};
+    static const char *const qat_keys[] = {"epochs", "weights", NULL};
     const char *const *k = !strcmp(method, "prune")     ? prune_keys
                            : !strcmp(method, "nm")      ? nm_keys
                            : !strcmp(method, "distill") ? distill_keys
                            : !strcmp(method, "lowrank") ? lowrank_keys
+                           : !strcmp(method, "qat")     ? qat_keys
                                                         : NULL;
     for (; k && *k; k++)
         if (!strcmp(*k, key))
@@ -89,6 +92,7 @@ struct prune_args {
     /* distill */
     double t, alpha, energy;
     int64_t epochs, rank;
+    int per_tensor;
     const char *teacher, *student;
 };
 
@@ -99,15 +103,16 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
     enum efc_status e;
     step_text(st, txt, sizeof(txt));
     memset(a, 0, sizeof(*a));
-    static const char *const later[] = {"filters", "qat", NULL};
+    static const char *const later[] = {"filters", NULL};
     for (const char *const *l = later; *l; l++)
         if (!strcmp(st->method, *l))
             return efc_errf(EFC_EUNSUPPORTED, "policy step %d '%s': %s is not implemented yet",
                             k + 1, txt, st->method);
     if (strcmp(st->method, "prune") && strcmp(st->method, "nm") &&
-        strcmp(st->method, "distill") && strcmp(st->method, "lowrank"))
+        strcmp(st->method, "distill") && strcmp(st->method, "lowrank") &&
+        strcmp(st->method, "qat"))
         return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown method '%s' (prune, nm, "
-                                    "distill, lowrank, int8, fp32)", k + 1, txt, st->method);
+                                    "distill, lowrank, qat, int8, fp32)", k + 1, txt, st->method);
     for (int32_t i = 0; i < st->n_params; i++)
         if (!key_known(st->method, st->params[i].key))
             return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown parameter '%s' for %s",
@@ -165,6 +170,14 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
             return e;
         return EFC_OK;
     }
+    if (!strcmp(st->method, "qat")) {
+        const char *w = efc_policy_get(st, "weights");
+        if (w && strcmp(w, "channel") && strcmp(w, "tensor"))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': weights=%s is not channel or "
+                                        "tensor", k + 1, txt, w);
+        a->per_tensor = w && !strcmp(w, "tensor");
+        return integer(st, k, "epochs", 1, 1000, 2, &a->epochs);
+    }
     return efc_errf(EFC_EINTERNAL, "policy step %d '%s': no runner", k + 1, txt);
 }
 
@@ -190,6 +203,18 @@ enum efc_status efc_compress_check(const struct efc_model *m, const struct efc_p
             return e;
         if (!strcmp(st->method, "distill"))
             continue; /* replaces the model: what follows applies to the student */
+        if (!strcmp(st->method, "qat")) {
+            const char *next = k + 1 < p->n_steps ? p->steps[k + 1].method : "";
+            if (strcmp(next, "int8"))
+                return efc_errf(EFC_EINVAL, "policy step %d '%s': qat must be followed by an int8 "
+                                            "step", k + 1, txt);
+            const char *w = efc_policy_get(st, "weights"), *w8 = efc_policy_get(&p->steps[k + 1],
+                                                                              "weights");
+            if (strcmp(w ? w : "channel", w8 ? w8 : "channel"))
+                return efc_errf(EFC_EINVAL, "policy step %d '%s': weights=%s differs from the int8 "
+                                            "step's weights=%s", k + 1, txt, w ? w : "channel",
+                                w8 ? w8 : "channel");
+        }
         if (!strcmp(st->method, "lowrank")) {
             int32_t kmax = efc_lowrank_max_rank(m);
             if (kmax == 0)
@@ -339,6 +364,19 @@ enum efc_status efc_compress_run(struct efc_model **mp, const struct efc_policy 
         efc_log(EFC_LOG_INFO, MOD, "step %d: %s", k + 1, r->step);
         if (!strcmp(st->method, "distill")) {
             e = run_distill(mp, st, k, o);
+        } else if (!strcmp(st->method, "qat")) {
+            struct prune_args a;
+            struct efc_train_opts to;
+            if ((e = step_args(st, k, &a)) == EFC_OK) {
+                efc_train_opts_default(&to);
+                to.epochs = (int32_t)a.epochs;
+                to.batch = o->batch > 0 ? o->batch : 128;
+                to.lr = o->lr > 0.0f ? o->lr : 1e-3f;
+                to.seed = o->seed ? o->seed : 1;
+                to.progress = o->progress;
+                e = o->train ? efc_qat(*mp, o->train, &to, a.per_tensor)
+                             : efc_errf(EFC_EINVAL, "qat: needs training data");
+            }
         } else if (!strcmp(st->method, "lowrank")) {
             struct prune_args a;
             struct efc_lowrank_report lr;

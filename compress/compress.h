@@ -17,6 +17,9 @@
  *           epochs=E [10])
  *       a fresh built-in student trained on the teacher's tempered outputs (distill.h); the
  *       student replaces the model for the steps that follow.
+ *   qat(epochs=E [2], weights=channel|tensor [channel])
+ *       weight fake quantisation with a straight-through estimator (qat.h); must be followed
+ *       by the int8 step, with the same weights= granularity.
  *   lowrank(energy=F [0.9] | rank=R, finetune=E [0])
  *       truncated-SVD factorisation of the Dense layers (lowrank.h), then E epochs of
  *       fine-tuning.
