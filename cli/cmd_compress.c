@@ -213,6 +213,13 @@ int cmd_compress(int argc, char **argv)
                rep.steps[k].seconds, rep.steps[k].sparsity);
         if (rep.steps[k].nm_skipped)
             printf(", %d layer(s) left dense", rep.steps[k].nm_skipped);
+        if (rep.steps[k].filters_pruned)
+            printf(", %d convolution(s) pruned: %llu -> %llu MACs per sample (%.2fx fewer)",
+                   rep.steps[k].filters_pruned, (unsigned long long)rep.steps[k].macs_before,
+                   (unsigned long long)rep.steps[k].macs_after,
+                   rep.steps[k].macs_after
+                       ? (double)rep.steps[k].macs_before / (double)rep.steps[k].macs_after
+                       : 0.0);
         if (rep.steps[k].lowrank_factorised)
             printf(", %d Dense layer(s) factorised: %lld -> %lld weights",
                    rep.steps[k].lowrank_factorised, (long long)rep.steps[k].params_before,

@@ -9,6 +9,7 @@
 #include "common/efc_parse.h"
 #include "common/efc_time.h"
 #include "compress/distill.h"
+#include "compress/filters.h"
 #include "compress/lowrank.h"
 #include "compress/prune.h"
 #include "compress/qat.h"
@@ -42,11 +43,13 @@ static int key_known(const char *method, const char *key)
                                                NULL};
     static const char *const lowrank_keys[] = {"rank", "energy", "finetune", NULL};
     static const char *const qat_keys[] = {"epochs", "weights", NULL};
+    static const char *const filters_keys[] = {"ratio", "finetune", "by", NULL};
     const char *const *k = !strcmp(method, "prune")     ? prune_keys
                            : !strcmp(method, "nm")      ? nm_keys
                            : !strcmp(method, "distill") ? distill_keys
                            : !strcmp(method, "lowrank") ? lowrank_keys
                            : !strcmp(method, "qat")     ? qat_keys
+                           : !strcmp(method, "filters") ? filters_keys
                                                         : NULL;
     for (; k && *k; k++)
         if (!strcmp(*k, key))
@@ -93,6 +96,8 @@ struct prune_args {
     double t, alpha, energy;
     int64_t epochs, rank;
     int per_tensor;
+    double ratio;
+    int by_bn;
     const char *teacher, *student;
 };
 
@@ -103,16 +108,12 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
     enum efc_status e;
     step_text(st, txt, sizeof(txt));
     memset(a, 0, sizeof(*a));
-    static const char *const later[] = {"filters", NULL};
-    for (const char *const *l = later; *l; l++)
-        if (!strcmp(st->method, *l))
-            return efc_errf(EFC_EUNSUPPORTED, "policy step %d '%s': %s is not implemented yet",
-                            k + 1, txt, st->method);
     if (strcmp(st->method, "prune") && strcmp(st->method, "nm") &&
         strcmp(st->method, "distill") && strcmp(st->method, "lowrank") &&
-        strcmp(st->method, "qat"))
+        strcmp(st->method, "qat") && strcmp(st->method, "filters"))
         return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown method '%s' (prune, nm, "
-                                    "distill, lowrank, qat, int8, fp32)", k + 1, txt, st->method);
+                                    "filters, distill, lowrank, qat, int8, fp32)",
+                        k + 1, txt, st->method);
     for (int32_t i = 0; i < st->n_params; i++)
         if (!key_known(st->method, st->params[i].key))
             return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown parameter '%s' for %s",
@@ -170,6 +171,19 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
             return e;
         return EFC_OK;
     }
+    if (!strcmp(st->method, "filters")) {
+        const char *by = efc_policy_get(st, "by");
+        if (!efc_policy_get(st, "ratio"))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': filters needs ratio=R", k + 1, txt);
+        if (by && strcmp(by, "l1") && strcmp(by, "bn"))
+            return efc_errf(EFC_EINVAL, "policy step %d '%s': by=%s is not l1 or bn", k + 1, txt,
+                            by);
+        a->by_bn = by && !strcmp(by, "bn");
+        if ((e = num(st, k, "ratio", 0.0, 1.0, 1, 0.0, &a->ratio)) ||
+            (e = integer(st, k, "finetune", 0, 1000, 0, &a->finetune)))
+            return e;
+        return EFC_OK;
+    }
     if (!strcmp(st->method, "qat")) {
         const char *w = efc_policy_get(st, "weights");
         if (w && strcmp(w, "channel") && strcmp(w, "tensor"))
@@ -203,6 +217,15 @@ enum efc_status efc_compress_check(const struct efc_model *m, const struct efc_p
             return e;
         if (!strcmp(st->method, "distill"))
             continue; /* replaces the model: what follows applies to the student */
+        if (!strcmp(st->method, "filters")) {
+            int32_t convs = 0;
+            for (int32_t i = 0; i < m->n_nodes; i++)
+                convs += m->nodes[i].op == EFC_OP_CONV2D && m->nodes[i].a.groups == 1;
+            if (!convs)
+                return efc_errf(EFC_EINVAL, "policy step %d '%s': model %s has no convolution to "
+                                            "prune filters of", k + 1, txt, m->name);
+            continue;
+        }
         if (!strcmp(st->method, "qat")) {
             const char *next = k + 1 < p->n_steps ? p->steps[k + 1].method : "";
             if (strcmp(next, "int8"))
@@ -364,6 +387,18 @@ enum efc_status efc_compress_run(struct efc_model **mp, const struct efc_policy 
         efc_log(EFC_LOG_INFO, MOD, "step %d: %s", k + 1, r->step);
         if (!strcmp(st->method, "distill")) {
             e = run_distill(mp, st, k, o);
+        } else if (!strcmp(st->method, "filters")) {
+            struct prune_args a;
+            struct efc_filters_report fr;
+            if ((e = step_args(st, k, &a)) == EFC_OK &&
+                (e = efc_filters(*mp, a.ratio, a.by_bn ? EFC_FILTERS_BY_BN : EFC_FILTERS_BY_L1,
+                                 &fr)) == EFC_OK) {
+                r->macs_before = fr.macs_before;
+                r->macs_after = fr.macs_after;
+                r->filters_pruned = fr.pruned;
+                if (a.finetune > 0)
+                    e = finetune(*mp, o, a.finetune, NULL);
+            }
         } else if (!strcmp(st->method, "qat")) {
             struct prune_args a;
             struct efc_train_opts to;

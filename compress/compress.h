@@ -17,6 +17,9 @@
  *           epochs=E [10])
  *       a fresh built-in student trained on the teacher's tempered outputs (distill.h); the
  *       student replaces the model for the steps that follow.
+ *   filters(ratio=R, finetune=E [0], by=l1|bn [l1])
+ *       structured channel pruning of every ordinary convolution (filters.h): a smaller dense
+ *       model; then E epochs of fine-tuning.
  *   qat(epochs=E [2], weights=channel|tensor [channel])
  *       weight fake quantisation with a straight-through estimator (qat.h); must be followed
  *       by the int8 step, with the same weights= granularity.
@@ -57,6 +60,8 @@ struct efc_compress_step_report {
     int32_t nm_skipped;  /* nm: layers left dense (input dimension not a multiple of m) */
     int32_t lowrank_factorised;           /* lowrank: Dense layers factorised */
     int64_t params_before, params_after;  /* lowrank: their weights */
+    int32_t filters_pruned;               /* filters: convolutions pruned */
+    uint64_t macs_before, macs_after;     /* filters: per sample, the whole model */
 };
 
 struct efc_compress_report {

@@ -258,7 +258,9 @@ static void test_bad_policies(void **state)
                    "policy step 2 'prune(sparsity=0.5)': a training step after the device step 1");
     expect_refused(m, "shrink(x=1)", "unknown method 'shrink'");
     expect_refused(m, "fp32+filters(ratio=0.5)", "training step after the device step");
-    expect_refused(m, "filters(ratio=0.5)", "filters is not implemented yet");
+    expect_refused(m, "lowrank(rank=400)", "rank=400 is above every Dense layer's rank");
+    expect_refused(m, "filters(ratio=0.5)", "model mlp has no convolution to prune filters of");
+    expect_refused(m, "filters(ratio=1)", "ratio=1 is not in [0, 1)");
     expect_refused(m, "distill(t=4)", "distill needs student=ARCH");
     expect_refused(m, "distill(student=resnet)", "student=resnet is not a built-in");
     expect_refused(m, "distill(student=dwsep,alpha=2)", "alpha=2 is not in [0, 1]");
