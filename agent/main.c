@@ -8,7 +8,8 @@
  * Job lifecycle, one log line per transition (docs/agent.md "efc-agent program"):
  *   received -> (journal DONE: stored result resent | ACKED: ignored | RUNNING: interrupted
  *   by a restart, FAILED result | deadline passed: FAILED result) -> queued -> fetching
- *   artifacts by chunks -> running -> result in the outbox -> published -> acked.
+ *   artifacts by chunks (or the model from the job's url, agent/fetch_url.h) -> running ->
+ *   result in the outbox -> published -> acked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/fetch_url.h"
 #include "agent/state.h"
 #include "common/efc_alloc.h"
 #include "common/efc_config.h"
@@ -44,6 +46,7 @@
 #define FETCH_HASH_RETRIES 3  /* whole-transfer retries after a SHA-256 mismatch */
 #define RESEND_EVERY_MS 30000 /* outbox resend timer (protocol.md "Outbox rule") */
 #define LOOP_MS 100
+#define FETCH_POLL_MS 20 /* URL download steps: MQTT is served between them */
 
 static volatile sig_atomic_t g_stop;
 
@@ -87,6 +90,7 @@ struct cur_job {
     int stage; /* 0 model, 1 base, 2 ready to run */
     int rx_open;
     struct efc_chunk_rx rx;
+    struct efc_agent_fetch_url *url_fetch; /* the model from job.url, while it downloads */
     uint64_t last_progress_ns;
     int hash_retries;
     char model_path[PATH_MAX_];
@@ -311,6 +315,48 @@ static void close_rx(struct cur_job *c)
     }
 }
 
+/* Stop whichever transfer runs (chunks or URL); both keep their .part for a later resume. */
+static void close_fetch(struct cur_job *c)
+{
+    close_rx(c);
+    efc_agent_fetch_url_free(c->url_fetch);
+    c->url_fetch = NULL;
+}
+
+/* The model artifact from the job's url instead of chunks (docs/agent.md "URL transport"); the
+ * base, when it differs, still comes by chunks: a job names one URL, for its model. A
+ * .part.map beside the file means that .part is the chunk receiver's (full-size, sparse), which
+ * a byte-range resume must not continue: both are removed first (map first, as the receiver
+ * does). Returns 0, or -1 after failing the job. */
+static int start_url_fetch(struct agent *a, const char *path, const char *sha, uint64_t bytes)
+{
+    struct cur_job *c = &a->cur;
+    struct efc_agent_fetch_url_opts fo = {
+        .url = c->job.url, .dest_path = path, .expected_bytes = bytes, .sha256_hex = sha};
+    struct efc_agent_fetch_url_stats fs;
+    char map[PATH_MAX_ + 16], part[PATH_MAX_ + 16], why[256];
+    enum efc_status st;
+
+    snprintf(map, sizeof(map), "%s.part.map", path);
+    snprintf(part, sizeof(part), "%s.part", path);
+    if (access(map, F_OK) == 0 && (unlink(map) != 0 || (unlink(part) != 0 && errno != ENOENT)))
+        efc_log(EFC_LOG_WARN, MOD, "job=%s cannot remove chunk transfer state %s: %s",
+                c->job.job_id, map, strerror(errno));
+    st = efc_agent_fetch_url_start(&fo, &c->url_fetch);
+    if (st != EFC_OK) {
+        efc_log(EFC_LOG_WARN, MOD, "job=%s artifact=%s cannot fetch from url: %s %s", c->job.job_id,
+                sha, efc_status_str(st), efc_err_detail());
+        snprintf(why, sizeof(why), "artifact %.16s: url: %s", sha, efc_err_detail());
+        fail_job(a, &c->job, why);
+        return -1;
+    }
+    efc_agent_fetch_url_stats(c->url_fetch, &fs);
+    efc_log(EFC_LOG_INFO, MOD, "job=%s fetching artifact=%s bytes=%llu from url=%s resumed=%llu",
+            c->job.job_id, sha, (unsigned long long)bytes, c->job.url,
+            (unsigned long long)fs.resumed_from);
+    return 0;
+}
+
 /* Start (or skip) the fetch of the current stage's artifact; advances stages whose file is
  * already present and verified. Returns 0, or -1 after failing the job. */
 static int start_stage(struct agent *a)
@@ -339,10 +385,8 @@ static int start_stage(struct agent *a)
             c->stage++;
             continue;
         }
-        if (c->job.url[0]) {
-            fail_job(a, &c->job, "artifact url transport not supported by this agent yet");
-            return -1;
-        }
+        if (c->stage == 0 && c->job.url[0])
+            return start_url_fetch(a, path, sha, bytes);
         struct efc_chunk_rx_opts ro = {.path = path, .sha256_hex = sha, .total_bytes = bytes};
         enum efc_status st = efc_chunk_rx_open(&c->rx, &ro);
         if (st != EFC_OK) {
@@ -404,6 +448,41 @@ static void on_chunk(struct agent *a, const char *topic, const void *payload, si
         return;
     }
     send_requests(a);
+}
+
+/* Drive the URL download for at most timeout_ms; when it is over, go on with the next stage
+ * (the base by chunks, or the evaluation) or fail the job with the download's error. */
+static void step_url_fetch(struct agent *a, int timeout_ms)
+{
+    struct cur_job *c = &a->cur;
+    struct efc_agent_fetch_url_stats fs;
+    enum efc_status st;
+    char why[256];
+    int done = 0;
+
+    st = efc_agent_fetch_url_step(c->url_fetch, timeout_ms, &done);
+    if (!done)
+        return;
+    efc_agent_fetch_url_stats(c->url_fetch, &fs);
+    if (st != EFC_OK) {
+        efc_log(EFC_LOG_WARN, MOD, "job=%s artifact=%s url fetch failed: %s %s", c->job.job_id,
+                c->job.model_sha256, efc_status_str(st), efc_err_detail());
+        snprintf(why, sizeof(why), "artifact %.16s: url fetch failed: %s", c->job.model_sha256,
+                 efc_err_detail());
+        close_fetch(c);
+        fail_job(a, &c->job, why);
+        c->active = 0;
+        return;
+    }
+    efc_log(EFC_LOG_INFO, MOD,
+            "job=%s artifact=%s fetched from url and verified received=%llu resumed=%llu "
+            "restarts=%u",
+            c->job.job_id, c->job.model_sha256, (unsigned long long)fs.bytes_received,
+            (unsigned long long)fs.resumed_from, fs.n_restarts);
+    close_fetch(c);
+    c->stage++;
+    if (start_stage(a))
+        c->active = 0;
 }
 
 /* ---- jobs --------------------------------------------------------------------------- */
@@ -566,7 +645,7 @@ static void step_jobs(struct agent *a)
         return;
     if (c->stage < 2) {
         if (c->job.deadline_ms > 0 && c->job.deadline_ms <= now_epoch_ms()) {
-            close_rx(c);
+            close_fetch(c);
             fail_job(a, &c->job, "artifact fetch did not finish before the deadline");
             c->active = 0;
             return;
@@ -723,7 +802,7 @@ static void teardown(struct agent *a)
         }
         efc_mqtt_free(a->mqtt);
     }
-    close_rx(&a->cur);
+    close_fetch(&a->cur);
     efc_dataset_free(a->data);
     efc_agent_state_close(a->state);
 }
@@ -772,6 +851,9 @@ int main(int argc, char **argv)
     while (!g_stop) {
         if (a.cur.sb) { /* wait on the evaluation, serve MQTT in between */
             poll_current(&a, LOOP_MS);
+            efc_mqtt_loop(a.mqtt, 0);
+        } else if (a.cur.url_fetch) { /* the same around a URL download */
+            step_url_fetch(&a, FETCH_POLL_MS);
             efc_mqtt_loop(a.mqtt, 0);
         } else {
             efc_mqtt_loop(a.mqtt, LOOP_MS);
