@@ -60,7 +60,9 @@ static void res_fail_st(struct efc_proto_result *res, const struct efc_proto_job
         res_fail(res, "%s failed (%s): %s", what, efc_status_str(st), efc_err_detail());
 }
 
-/* Policy -> plan; on failure the result says why and 1 is returned. */
+/* Policy -> plan; on failure the result says why and 1 is returned. The device runs the
+ * policy's last step, which must be fp32 or int8; the steps before it run on the coordinator,
+ * which ships their result as the job's model (docs/policies.md), so they are not run here. */
 static int make_plan(const struct efc_proto_job *job, struct plan *pl,
                      struct efc_proto_result *res)
 {
@@ -73,19 +75,20 @@ static int make_plan(const struct efc_proto_job *job, struct plan *pl,
         res_fail(res, "%s", efc_err_detail());
         return 1;
     }
-    for (int32_t i = 0; i < pol.n_steps; i++) {
+    st = &pol.steps[pol.n_steps - 1];
+    for (int32_t i = 0; i < pol.n_steps - 1; i++) {
         const char *m = pol.steps[i].method;
-        if (strcmp(m, "fp32") && strcmp(m, "int8")) {
-            res_fail(res, "unsupported policy step %s", m);
+        if (!strcmp(m, "fp32") || !strcmp(m, "int8")) {
+            res_fail(res, "unsupported policy '%s': %s must be the last step", job->policy, m);
             return 1;
         }
     }
-    if (pol.n_steps != 1) {
-        res_fail(res, "unsupported policy '%s': this agent runs a single fp32 or int8 step",
+    if (strcmp(st->method, "fp32") && strcmp(st->method, "int8")) {
+        res_fail(res, "unsupported policy '%s': the last step must be fp32 or int8 (this agent "
+                      "runs only those; the training steps run on the coordinator)",
                  job->policy);
         return 1;
     }
-    st = &pol.steps[0];
     if (!strcmp(st->method, "fp32")) {
         if (st->n_params) {
             res_fail(res, "unsupported policy step fp32: it takes no parameters ('%s')",
@@ -95,37 +98,8 @@ static int make_plan(const struct efc_proto_job *job, struct plan *pl,
         return 0;
     }
     pl->int8 = 1;
-    for (int32_t k = 0; k < st->n_params; k++) {
-        const char *key = st->params[k].key, *val = st->params[k].value;
-        if (!strcmp(key, "calib")) {
-            if (efc_calib_method_parse(val, &pl->calib.method)) {
-                res_fail(res, "unsupported policy step int8: calib=%s (minmax, percentile, kl, "
-                              "mse)",
-                         val);
-                return 1;
-            }
-        } else if (!strcmp(key, "weights")) {
-            if (!strcmp(val, "channel"))
-                pl->quant.per_tensor_weights = 0;
-            else if (!strcmp(val, "tensor"))
-                pl->quant.per_tensor_weights = 1;
-            else {
-                res_fail(res, "unsupported policy step int8: weights=%s (channel, tensor)", val);
-                return 1;
-            }
-        } else if (!strcmp(key, "p")) {
-            if (efc_parse_f64(val, 1e-6, 100.0, "p", &pl->calib.percentile)) {
-                res_fail(res, "unsupported policy step int8: p=%s (a percentile in (0, 100])",
-                         val);
-                return 1;
-            }
-        } else {
-            res_fail(res, "unsupported policy step int8: unknown parameter '%s'", key);
-            return 1;
-        }
-    }
-    if (efc_policy_get(st, "p") && pl->calib.method != EFC_CALIB_PERCENTILE) {
-        res_fail(res, "unsupported policy step int8: p= needs calib=percentile");
+    if (efc_calib_policy_step(st, &pl->calib, &pl->quant) != EFC_OK) {
+        res_fail(res, "unsupported policy step %s", efc_err_detail());
         return 1;
     }
     return 0;

@@ -315,19 +315,29 @@ static void test_failures(void **state)
     struct efc_agent_job_ctx ctx = {.timing_lock = g_lock, .warmup_runs = 1};
     struct efc_proto_job j;
     (void)state;
-    expect_failed("prune(sparsity=0.5)+int8(calib=kl)", 100, 100, g_model,
-                  "unsupported policy step prune");
-    expect_failed("nm(n=2,m=4)", 100, 100, g_model, "unsupported policy step nm");
+    expect_failed("nm(n=2,m=4)", 100, 100, g_model, "the last step must be fp32 or int8");
+    expect_failed("int8(calib=kl)+prune(sparsity=0.5)", 100, 100, g_model,
+                  "int8 must be the last step");
     expect_failed("int8(calib=foo)", 100, 100, g_model, "calib=foo");
     expect_failed("int8(calib=kl,weights=row)", 100, 100, g_model, "weights=row");
     expect_failed("int8(calib=kl,p=99)", 100, 100, g_model, "p= needs calib=percentile");
     expect_failed("int8(calib=kl,bits=4)", 100, 100, g_model, "unknown parameter 'bits'");
     expect_failed("fp32(x=1)", 100, 100, g_model, "takes no parameters");
-    expect_failed("fp32+int8", 100, 100, g_model, "single fp32 or int8 step");
+    expect_failed("fp32+int8", 100, 100, g_model, "fp32 must be the last step");
     expect_failed("int8(calib=kl", 100, 100, g_model, "column 14: expected ')'");
     expect_failed("int8(calib=kl)", 0, 100, g_model, "needs calibration samples");
     expect_failed("fp32", 2000, 100, g_model, "2000 samples");
     expect_failed("fp32", 10, 100, "/nonexistent/model.efm", "loading the model");
+
+    /* a training prefix ran on the coordinator: the agent runs the int8 step on the model */
+    job_init(&j, "prune(sparsity=0.5,finetune=1)+int8(calib=kl)", 5);
+    j.calib_samples = 100;
+    j.eval_samples = 100;
+    j.timed_runs = 3;
+    assert_int_equal(efc_agent_job_run(&ctx, &j, g_model, NULL, g_local, &r), EFC_OK);
+    assert_int_equal(r.status, EFC_PROTO_RESULT_OK);
+    assert_int_equal(r.calib_samples, 100);
+    assert_string_equal(r.policy, "prune(sparsity=0.5,finetune=1)+int8(calib=kl)");
 
     /* too little data for the requested evaluation: shrinks, still OK, says how many */
     job_init(&j, "fp32", 5);
