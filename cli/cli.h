@@ -17,6 +17,7 @@ int cmd_run(int argc, char **argv);
 int cmd_bench_kernels(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
+int cmd_candidates(int argc, char **argv);
 
 /* Print "efc <cmd>: error: <STATUS>: <detail>" to stderr; returns the exit code (1). */
 int cli_fail(const char *cmd, enum efc_status st);

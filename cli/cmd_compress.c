@@ -11,6 +11,7 @@
 #include "common/efc_alloc.h"
 #include "common/efc_buf.h"
 #include "common/efc_parse.h"
+#include "compress/candidates.h"
 #include "compress/compress.h"
 #include "compress/prune.h"
 #include "model/efm.h"
@@ -40,26 +41,6 @@ static float accuracy(const struct efc_model *m, const struct efc_dataset *test)
     float a = (float)r.accuracy;
     efc_eval_result_fini(&r);
     return a;
-}
-
-/* Store a weight tensor as CSR when that takes fewer bytes than dense. */
-static enum efc_status sparsify_where_smaller(struct efc_model *m)
-{
-    for (int32_t i = 0; i < m->n_nodes; i++) {
-        const struct efc_node *nd = &m->nodes[i];
-        if ((nd->op != EFC_OP_DENSE && nd->op != EFC_OP_CONV2D) || nd->n_inputs < 2 ||
-            nd->inputs[1] < 0)
-            continue;
-        int32_t t = nd->inputs[1];
-        size_t dense = efc_tensor_storage_bytes(&m->tensors[t]);
-        enum efc_status st = efc_tensor_sparsify(m, t);
-        if (st != EFC_OK)
-            return st;
-        if (efc_tensor_storage_bytes(&m->tensors[t]) >= dense &&
-            (st = efc_tensor_densify(m, t)) != EFC_OK)
-            return st;
-    }
-    return EFC_OK;
 }
 
 static long long file_size(const char *path)
@@ -200,7 +181,7 @@ int cmd_compress(int argc, char **argv)
         st = efc_errf(EFC_ENOMEM, "compress: metadata");
         goto fail;
     }
-    if ((st = sparsify_where_smaller(out)))
+    if ((st = efc_compress_store_compact(out)))
         goto fail;
     efc_free(out->meta_json);
     out->meta_json = meta.p;

@@ -18,7 +18,8 @@ static const struct {
 } commands[] = {
     {"train", cmd_train, "train a built-in architecture on a data set"},
     {"quantize", cmd_quantize, "INT8 post-training quantisation calibrated on local data"},
-    {"compress", cmd_compress, "apply a policy: prune / N:M with fine-tuning, then int8"},
+    {"compress", cmd_compress, "apply a policy (prune, nm, filters, distill, lowrank, qat, int8)"},
+    {"candidates", cmd_candidates, "build the candidate models of a grid (training steps, cached)"},
     {"eval", cmd_eval, "accuracy, per-class accuracy and confusion matrix"},
     {"inspect", cmd_inspect, "layers, shapes, parameters, bytes, MACs"},
     {"bench", cmd_bench, "latency percentiles, throughput and memory"},
