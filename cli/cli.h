@@ -16,6 +16,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_bench_kernels(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_unpack(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
 int cmd_candidates(int argc, char **argv);
 

@@ -1,11 +1,13 @@
 /* efc inspect — layers, shapes, parameters, non-zeros, bytes (dense and as stored), weight
- * layout and MACs per image. */
+ * layout, MACs per image, and the model's size on the wire: FP32 bytes, .efm bytes, artifact
+ * bytes (zstd, docs/format.md), compression ratio and sparsity of the prunable weights. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "common/efc_alloc.h"
+#include "model/artifact.h"
 #include "model/efm.h"
 #include "model/exec.h"
 
@@ -38,6 +40,8 @@ static int is_compute(enum efc_op op)
            op != EFC_OP_DEQUANTIZE;
 }
 
+static uint64_t stored_zeros(const struct efc_tensor *t);
+
 /* Parameters of one node. */
 struct layer_params {
     uint64_t params, nonzero, bytes, storage_bytes;
@@ -59,14 +63,65 @@ static void node_params(const struct efc_model *m, const struct efc_node *nd,
         lp->bytes += efc_tensor_bytes(t);
         lp->storage_bytes += efc_tensor_storage_bytes(t);
         lp->sparse |= t->sparse != NULL;
-        /* the stored values: all elements dense, the nnz entries sparse (the rest are 0) */
+        /* the stored values: all elements dense, the nnz entries sparse (the rest are 0);
+         * every dtype, so INT8 layers count their i8 / i32 non-zeros */
         n = t->sparse ? (size_t)t->sparse->nnz : efc_tensor_numel(t);
-        if (t->dtype == EFC_DTYPE_F32) {
-            const float *f = t->data;
-            for (size_t k = 0; k < n; k++)
-                lp->nonzero += f[k] != 0.0f;
-        }
+        lp->nonzero += n - stored_zeros(t);
     }
+}
+
+/* Zero elements of one tensor's stored values (all elements dense, the nnz entries sparse).
+ * Zero means +0.0 or -0.0 for f32 and 0 for the integer dtypes. */
+static uint64_t stored_zeros(const struct efc_tensor *t)
+{
+    size_t n = t->sparse ? (size_t)t->sparse->nnz : efc_tensor_numel(t);
+    uint64_t z = 0;
+
+    switch (t->dtype) {
+    case EFC_DTYPE_F32:
+        for (size_t k = 0; k < n; k++)
+            z += ((const float *)t->data)[k] == 0.0f;
+        break;
+    case EFC_DTYPE_I8:
+    case EFC_DTYPE_U8: /* one byte per value: zero is the zero byte */
+        for (size_t k = 0; k < n; k++)
+            z += ((const uint8_t *)t->data)[k] == 0;
+        break;
+    case EFC_DTYPE_I32:
+        for (size_t k = 0; k < n; k++)
+            z += ((const int32_t *)t->data)[k] == 0;
+        break;
+    }
+    return z;
+}
+
+/* Sparsity as docs/cli.md defines it: over the prunable weights (the weight tensor, input 1,
+ * of every Dense and Conv2d node, each tensor counted once; the set compress/prune.h prunes),
+ * the fraction of elements that are zero, whether stored (dense, or a stored CSR value) or
+ * implied (not stored in CSR). Biases, BatchNorm parameters and qparams are not counted. */
+static enum efc_status weight_sparsity(const struct efc_model *m, uint64_t *zeros, uint64_t *total)
+{
+    uint8_t *seen = efc_calloc(m->n_tensors ? (size_t)m->n_tensors : 1, 1);
+
+    *zeros = *total = 0;
+    if (!seen)
+        return efc_errf(EFC_ENOMEM, "inspect: out of memory");
+    for (int32_t i = 0; i < m->n_nodes; i++) {
+        const struct efc_node *nd = &m->nodes[i];
+        const struct efc_tensor *t;
+        int32_t w = nd->n_inputs > 1 ? nd->inputs[1] : -1;
+        if ((nd->op != EFC_OP_DENSE && nd->op != EFC_OP_CONV2D) || w < 0 || seen[w] ||
+            !(m->tensors[w].flags & EFC_TENSOR_PARAM))
+            continue;
+        seen[w] = 1;
+        t = &m->tensors[w];
+        *total += efc_tensor_numel(t);
+        *zeros += stored_zeros(t);
+        if (t->sparse)
+            *zeros += efc_tensor_numel(t) - (size_t)t->sparse->nnz;
+    }
+    efc_free(seen);
+    return EFC_OK;
 }
 
 /* Dense bytes of all parameters (what the FP32 executor holds). */
@@ -86,8 +141,10 @@ int cmd_inspect(int argc, char **argv)
     struct efc_model *m = NULL;
     struct efc_exec *e = NULL;
     struct efc_exec_opts eo = {.max_batch = 1};
-    struct stat sb;
-    uint64_t params, nonzero, pbytes, sbytes, macs;
+    uint64_t params, nonzero, pbytes, sbytes, macs, fp32_bytes, file_bytes, wzero, wtotal;
+    double ratio, sparsity;
+    void *art = NULL;
+    size_t art_bytes = 0;
     int json = 0, c;
     enum efc_status st;
     const char *path;
@@ -112,8 +169,19 @@ int cmd_inspect(int argc, char **argv)
     efc_model_param_stats(m, &params, &nonzero, &sbytes);
     pbytes = dense_param_bytes(m);
     macs = efc_model_macs(m);
-    if (stat(path, &sb) != 0)
-        sb.st_size = 0;
+    /* the loaded model maps the whole file: its bytes are the .efm as shipped */
+    file_bytes = m->map_bytes;
+    fp32_bytes = params * sizeof(float);
+    if ((st = weight_sparsity(m, &wzero, &wtotal)) ||
+        (st = efc_artifact_pack(m->map, m->map_bytes, EFC_ARTIFACT_LEVEL_DEFAULT, &art,
+                                &art_bytes))) {
+        efc_exec_free(e);
+        efc_model_free(m);
+        return cli_fail("inspect", st);
+    }
+    efc_free(art); /* only its size is reported */
+    ratio = (double)fp32_bytes / (double)art_bytes;
+    sparsity = wtotal ? (double)wzero / (double)wtotal : 0.0;
 
     if (json) {
         printf("{\"model\":");
@@ -123,10 +191,13 @@ int cmd_inspect(int argc, char **argv)
         printf(",\"arch\":");
         cli_json_str(stdout, m->arch);
         printf(",\"params\":%llu,\"nonzero_params\":%llu,\"param_bytes\":%llu,"
-               "\"storage_bytes\":%llu,\"file_bytes\":%lld,\"macs\":%llu,"
-               "\"peak_activation_bytes\":%zu,\"weight_bytes\":%zu,\"layers\":[",
+               "\"storage_bytes\":%llu,\"fp32_bytes\":%llu,\"file_bytes\":%llu,"
+               "\"artifact_bytes\":%zu,\"compression_ratio\":%.4f,\"sparsity\":%.6f,"
+               "\"macs\":%llu,\"peak_activation_bytes\":%zu,\"weight_bytes\":%zu,"
+               "\"layers\":[",
                (unsigned long long)params, (unsigned long long)nonzero, (unsigned long long)pbytes,
-               (unsigned long long)sbytes, (long long)sb.st_size, (unsigned long long)macs,
+               (unsigned long long)sbytes, (unsigned long long)fp32_bytes,
+               (unsigned long long)file_bytes, art_bytes, ratio, sparsity, (unsigned long long)macs,
                efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e));
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
@@ -183,10 +254,17 @@ int cmd_inspect(int argc, char **argv)
         printf("\n  parameters      %llu (%llu non-zero, %.2f %% sparse)\n",
                (unsigned long long)params, (unsigned long long)nonzero,
                params ? 100.0 * (double)(params - nonzero) / (double)params : 0.0);
-        printf("  parameter bytes %llu (%llu as stored)\n  file bytes      %lld\n"
+        printf("  parameter bytes %llu (%llu as stored)\n", (unsigned long long)pbytes,
+               (unsigned long long)sbytes);
+        printf("  sparsity        %.2f %% of %llu prunable weights (Dense/Conv2d) are zero\n",
+               100.0 * sparsity, (unsigned long long)wtotal);
+        printf("  fp32 bytes      %llu (parameters as dense FP32)\n"
+               "  file bytes      %llu (.efm)\n"
+               "  artifact bytes  %zu (.efm + zstd level %d)\n"
+               "  compression     %.2fx (fp32 bytes / artifact bytes)\n"
                "  MACs per image  %llu\n",
-               (unsigned long long)pbytes, (unsigned long long)sbytes, (long long)sb.st_size,
-               (unsigned long long)macs);
+               (unsigned long long)fp32_bytes, (unsigned long long)file_bytes, art_bytes,
+               EFC_ARTIFACT_LEVEL_DEFAULT, ratio, (unsigned long long)macs);
         printf("  compiled (BN folded, ReLU fused): %d nodes, weights %zu bytes, "
                "peak activations %zu bytes at batch 1\n",
                efc_exec_model(e)->n_nodes, efc_exec_weight_bytes(e),

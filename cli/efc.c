@@ -22,6 +22,8 @@ static const struct {
     {"candidates", cmd_candidates, "build the candidate models of a grid (training steps, cached)"},
     {"eval", cmd_eval, "accuracy, per-class accuracy and confusion matrix"},
     {"inspect", cmd_inspect, "layers, shapes, parameters, bytes, MACs"},
+    {"pack", cmd_pack, "compress an .efm into an artifact (zstd, size + SHA-256 header)"},
+    {"unpack", cmd_unpack, "verify and decompress an artifact back into its .efm"},
     {"bench", cmd_bench, "latency percentiles, throughput and memory"},
     {"run", cmd_run, "run a model on a .npy tensor of raw inputs"},
     {"bench-kernels", cmd_bench_kernels, "INT8 GEMM variants vs OpenBLAS sgemm (GOP/s, ratio)"},

@@ -42,6 +42,16 @@ static const uint8_t efm_magic[8] = {'E', 'F', 'M', '1', '\r', '\n', 0x1a, '\n'}
 #define EFM_ARRAY_HDR_BYTES 8u /* u32 count, u32 reserved */
 #define EFM_DATA_ALIGN 64u
 #define EFM_SEC_ALIGN 8u
+/* Header flag: some sparse record stores col_idx as u16 (docs/format.md, sparse section).
+ * A flag rather than a version bump: files without it stay readable by every version-1
+ * reader, and readers that predate it refuse files with it (EVERSION) instead of misreading
+ * them. */
+#define EFM_FLAG_IDX16 0x1u
+#define EFM_KNOWN_FLAGS EFM_FLAG_IDX16
+/* sparse record field col_idx_width: 0 = i32 entries (the original encoding), 2 = u16 */
+#define EFM_IDX_I32 0u
+#define EFM_IDX_U16 2u
+#define EFM_IDX16_MAX_COLS 65536 /* column indices 0..65535 */
 
 /* Limits: far beyond any edge model, small enough that counts times record sizes cannot
  * overflow and a hostile file cannot make the loader allocate much. */
@@ -378,6 +388,20 @@ static uint64_t values_bytes(const struct efc_tensor *t)
     return efc_tensor_bytes(t);
 }
 
+/* Width of a sparse tensor's col_idx entries in the file: u16 whenever every column index
+ * fits. Measured (docs/format.md, "Index width"): 21-37 % off the .efm of a 90 %-sparse
+ * model (FP32 or INT8); its artifact barely changes (zstd already squeezed the zero high
+ * bytes of i32 indices), so this is for what a device stores and maps, not the wire. */
+static uint32_t idx_width(const struct efc_sparse *s)
+{
+    return s->cols <= EFM_IDX16_MAX_COLS ? EFM_IDX_U16 : EFM_IDX_I32;
+}
+
+static uint64_t idx_entry_bytes(uint32_t width)
+{
+    return width == EFM_IDX_U16 ? 2u : 4u;
+}
+
 /* Enough of the CSR structure for encoding to read inside its arrays; the loader's
  * efc_model_check validates the rest. */
 static enum efc_status check_sparse_mem(const struct efc_tensor *t, int32_t i)
@@ -388,6 +412,14 @@ static enum efc_status check_sparse_mem(const struct efc_tensor *t, int32_t i)
         (size_t)s->rows * (size_t)s->cols != efc_tensor_numel(t) || s->nnz < 0 ||
         (size_t)s->nnz > efc_tensor_numel(t) || !s->row_ptr || !s->col_idx)
         return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': bad sparse layout", i, t->name);
+    /* u16 entries would silently wrap an out-of-range index into a valid-looking one; i32
+     * entries are written as they are and the loader rejects them */
+    if (idx_width(s) == EFM_IDX_U16)
+        for (int32_t k = 0; k < s->nnz; k++)
+            if (s->col_idx[k] < 0 || s->col_idx[k] >= s->cols)
+                return efc_errf(EFC_EINVAL,
+                                "efm encode: tensor %d '%s': col_idx[%d] = %d, %d columns", i,
+                                t->name, k, s->col_idx[k], s->cols);
     return EFC_OK;
 }
 
@@ -468,6 +500,7 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
 {
     struct tbuf meta = {0};
     uint64_t off, qp_total = 0, data_total = 0, n_sparse = 0;
+    uint32_t flags = 0;
     uint64_t sec_off[EFM_SEC_KNOWN_MAX + 1] = {0}, sec_size[EFM_SEC_KNOWN_MAX + 1] = {0};
     uint32_t kinds[EFM_SEC_KNOWN_MAX], n_sec = 0;
     uint8_t *buf, *p;
@@ -491,7 +524,10 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
             n_sparse++;
             data_total = align_up(data_total, EFM_DATA_ALIGN) +
                          ((uint64_t)t->sparse->rows + 1) * 4;
-            data_total = align_up(data_total, EFM_DATA_ALIGN) + (uint64_t)t->sparse->nnz * 4;
+            data_total = align_up(data_total, EFM_DATA_ALIGN) +
+                         (uint64_t)t->sparse->nnz * idx_entry_bytes(idx_width(t->sparse));
+            if (idx_width(t->sparse) == EFM_IDX_U16)
+                flags |= EFM_FLAG_IDX16;
         }
     }
 
@@ -532,7 +568,7 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
     /* header */
     memcpy(buf, efm_magic, 8);
     wr32(buf + 8, EFM_VERSION);
-    wr32(buf + 12, 0);
+    wr32(buf + 12, flags);
     wr64(buf + 16, off);
     wr32(buf + 24, n_sec);
     for (uint32_t s = 0; s < n_sec; s++) {
@@ -597,11 +633,13 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
             }
             if (t->sparse) {
                 const struct efc_sparse *s = t->sparse;
+                uint32_t w = idx_width(s);
                 wr32(sp, (uint32_t)i);
                 wr32(sp + 4, (uint32_t)s->layout);
                 wri32(sp + 8, s->rows);
                 wri32(sp + 12, s->cols);
                 wri32(sp + 16, s->nnz);
+                wr32(sp + 20, w);
                 doff = align_up(doff, EFM_DATA_ALIGN);
                 wr64(sp + 24, doff);
                 wr64(sp + 32, ((uint64_t)s->rows + 1) * 4);
@@ -609,9 +647,16 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
                     wri32(buf + doff, s->row_ptr[r]);
                 doff = align_up(doff, EFM_DATA_ALIGN);
                 wr64(sp + 40, doff);
-                wr64(sp + 48, (uint64_t)s->nnz * 4);
-                for (int32_t k = 0; k < s->nnz; k++, doff += 4)
-                    wri32(buf + doff, s->col_idx[k]);
+                wr64(sp + 48, (uint64_t)s->nnz * idx_entry_bytes(w));
+                if (w == EFM_IDX_U16) { /* check_sparse_mem: 0 <= col_idx < cols <= 65536 */
+                    for (int32_t k = 0; k < s->nnz; k++, doff += 2) {
+                        buf[doff] = (uint8_t)s->col_idx[k];
+                        buf[doff + 1] = (uint8_t)((uint32_t)s->col_idx[k] >> 8);
+                    }
+                } else {
+                    for (int32_t k = 0; k < s->nnz; k++, doff += 4)
+                        wri32(buf + doff, s->col_idx[k]);
+                }
                 sp += EFM_SPARSE_BYTES;
             }
         }
@@ -685,6 +730,8 @@ struct dec {
     const uint8_t *b;
     size_t len;
     const char *what;
+    uint32_t flags;   /* header flags (EFM_KNOWN_FLAGS only) */
+    uint32_t n_idx16; /* sparse records with u16 col_idx */
     struct sec s[EFM_SEC_KNOWN_MAX + 1];
     struct efc_model *m;
 };
@@ -721,11 +768,12 @@ static enum efc_status parse_header(struct dec *d)
                         "%s: section 'header': format version %u, this build "
                         "reads version %u",
                         d->what, rd32(b + 8), EFM_VERSION);
-    if (rd32(b + 12) != 0)
+    if (rd32(b + 12) & ~EFM_KNOWN_FLAGS)
         return efc_errf(EFC_EVERSION,
                         "%s: section 'header': unknown flags 0x%x (written by a "
                         "newer efc?)",
-                        d->what, rd32(b + 12));
+                        d->what, rd32(b + 12) & ~EFM_KNOWN_FLAGS);
+    d->flags = rd32(b + 12);
     if (rd64(b + 16) != d->len)
         return DFAIL(d, "header", "file is %zu bytes, header says %llu (truncated or padded)",
                      d->len, (unsigned long long)rd64(b + 16));
@@ -945,8 +993,24 @@ static enum efc_status parse_sparse_hdr(struct dec *d, uint32_t n_tensors, uint3
         if (rows < 1 || cols < 1 || nnz < 0 || (uint64_t)nnz > (uint64_t)rows * (uint64_t)cols)
             return DFAIL(d, "sparse", "record %u: tensor %u: rows %d cols %d nnz %d out of range",
                          j, ti, rows, cols, nnz);
-        if (rd32(r + 20) != 0)
-            return DFAIL(d, "sparse", "record %u: tensor %u: reserved field not 0", j, ti);
+        switch (rd32(r + 20)) {
+        case EFM_IDX_I32:
+            break;
+        case EFM_IDX_U16:
+            if (!(d->flags & EFM_FLAG_IDX16))
+                return DFAIL(d, "sparse",
+                             "record %u: tensor %u: u16 col_idx without header flag 0x%x", j, ti,
+                             EFM_FLAG_IDX16);
+            if (cols > EFM_IDX16_MAX_COLS)
+                return DFAIL(d, "sparse",
+                             "record %u: tensor %u: u16 col_idx for %d columns (at most %d)", j,
+                             ti, cols, EFM_IDX16_MAX_COLS);
+            d->n_idx16++;
+            break;
+        default:
+            return DFAIL(d, "sparse", "record %u: tensor %u: col_idx width %u (0 = i32, 2 = u16)",
+                         j, ti, rd32(r + 20));
+        }
     }
     *count = n;
     return EFC_OK;
@@ -961,8 +1025,11 @@ static enum efc_status parse_sparse_tensor(struct dec *d, const uint8_t *r, stru
                                            uint64_t dbytes, uint64_t *prev_end)
 {
     int32_t rows = rdi32(r + 8), cols = rdi32(r + 12), nnz = rdi32(r + 16);
+    uint32_t width = rd32(r + 20); /* EFM_IDX_I32 or EFM_IDX_U16 (parse_sparse_hdr) */
     uint64_t rp_off = rd64(r + 24), rp_bytes = rd64(r + 32);
     uint64_t ci_off = rd64(r + 40), ci_bytes = rd64(r + 48);
+    uint64_t ci_need = (uint64_t)nnz * idx_entry_bytes(width);
+    int32_t *row_ptr, *col_idx;
     struct efc_sparse *s;
     enum efc_status st;
 
@@ -976,24 +1043,51 @@ static enum efc_status parse_sparse_tensor(struct dec *d, const uint8_t *r, stru
         return DFAIL(d, "sparse", "tensor %u '%s': data size %llu, %d stored values need %llu", i,
                      t->name, (unsigned long long)dbytes, nnz,
                      (unsigned long long)nnz * efc_dtype_size(t->dtype));
-    if (rp_bytes != ((uint64_t)rows + 1) * 4 || ci_bytes != (uint64_t)nnz * 4)
+    if (rp_bytes != ((uint64_t)rows + 1) * 4 || ci_bytes != ci_need)
         return DFAIL(d, "sparse", "tensor %u '%s': row_ptr %llu bytes, col_idx %llu bytes; "
                      "rows %d and nnz %d need %llu and %llu", i, t->name,
                      (unsigned long long)rp_bytes, (unsigned long long)ci_bytes, rows, nnz,
-                     ((unsigned long long)rows + 1) * 4, (unsigned long long)nnz * 4);
+                     ((unsigned long long)rows + 1) * 4, (unsigned long long)ci_need);
     if ((st = data_block(d, "tensors", i, t->name, "data", doff, dbytes, prev_end)) ||
         (st = data_block(d, "sparse", i, t->name, "row_ptr", rp_off, rp_bytes, prev_end)) ||
         (st = data_block(d, "sparse", i, t->name, "col_idx", ci_off, ci_bytes, prev_end)))
         return st;
-    if (!(s = efc_calloc(1, sizeof(*s))))
+    if (width == EFM_IDX_I32) { /* used in place: 64-byte aligned, in the mapping */
+        row_ptr = (int32_t *)(void *)(d->b + rp_off);
+        col_idx = (int32_t *)(void *)(d->b + ci_off);
+    } else {
+        /* The IR's index arrays are i32 (model.h), so u16 entries are widened into owned
+         * arrays; row_ptr is copied too because owns_index covers both. Both sizes are
+         * inside the file (data_block), so a hostile file cannot make this allocate more
+         * than 2x its own size. */
+        const uint8_t *p = d->b + ci_off;
+        row_ptr = efc_malloc((size_t)rp_bytes);
+        col_idx = efc_malloc(nnz ? (size_t)nnz * sizeof(int32_t) : sizeof(int32_t));
+        if (!row_ptr || !col_idx) {
+            efc_free(row_ptr);
+            efc_free(col_idx);
+            return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+        }
+        for (int32_t k = 0; k <= rows; k++)
+            row_ptr[k] = rdi32(d->b + rp_off + 4 * (uint64_t)k);
+        for (int32_t k = 0; k < nnz; k++)
+            col_idx[k] =
+                (int32_t)((uint32_t)p[2 * (size_t)k] | (uint32_t)p[2 * (size_t)k + 1] << 8);
+    }
+    if (!(s = efc_calloc(1, sizeof(*s)))) {
+        if (width != EFM_IDX_I32) {
+            efc_free(row_ptr);
+            efc_free(col_idx);
+        }
         return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+    }
     s->layout = EFC_LAYOUT_CSR;
     s->rows = rows;
     s->cols = cols;
     s->nnz = nnz;
-    s->row_ptr = (int32_t *)(void *)(d->b + rp_off); /* 64-byte aligned, in the mapping */
-    s->col_idx = (int32_t *)(void *)(d->b + ci_off);
-    s->owns_index = 0;
+    s->row_ptr = row_ptr;
+    s->col_idx = col_idx;
+    s->owns_index = width != EFM_IDX_I32;
     t->sparse = s;
     return EFC_OK;
 }
@@ -1081,6 +1175,11 @@ static enum efc_status parse_tensors(struct dec *d)
     if (m->input < 0 || m->input >= m->n_tensors || m->output < 0 || m->output >= m->n_tensors)
         return DFAIL(d, "model", "input/output tensor %d/%d out of range (%d tensors)", m->input,
                      m->output, m->n_tensors);
+    /* one encoding per model: the flag is set exactly when some record uses it (checked after
+     * the tensors so that a reader skipping the sparse section still fails on the shapes) */
+    if ((d->flags & EFM_FLAG_IDX16) && d->n_idx16 == 0)
+        return DFAIL(d, "header", "flag 0x%x (u16 col_idx) set but no sparse record uses it",
+                     EFM_FLAG_IDX16);
     return EFC_OK;
 }
 

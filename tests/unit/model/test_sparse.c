@@ -5,9 +5,13 @@
  *   and 100 % zeros and odd shapes (1x1, 1-D, an all-zero row, conv 4-D), with the CSR
  *   structure, storage bytes and parameter statistics checked against a direct count.
  * - lenet5 with fc1.weight thresholded to 90 % zeros: the sparse .efm is smaller than the
- *   dense one by the expected amount, loads with the CSR arrays mapped in place, re-encodes to
- *   the same bytes, densifies to the original values, and the executor's outputs are
- *   bit-identical to the dense model's; clones are independent.
+ *   dense one by the expected amount (col_idx stored as u16), loads with the values mapped in
+ *   place and the indices widened into owned arrays, re-encodes to the same bytes, densifies
+ *   to the original values, and the executor's outputs are bit-identical to the dense model's;
+ *   clones are independent.
+ * - Index width (docs/format.md): u16 col_idx up to 65536 columns, i32 (mapped in place)
+ *   beyond; files written before the u16 encoding still load; the header flag and the
+ *   record's width field are checked both ways.
  * - efc_model_check rejects each malformed CSR structure with EPROTO naming the tensor.
  * - The loader rejects each corrupted sparse record / index array (checksum recomputed, as in
  *   test_efm.c) with EPROTO naming the file; a reader that ignores the sparse section (as
@@ -53,6 +57,12 @@ static void wr32(uint8_t *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
 }
 
 static void wr64(uint8_t *p, uint64_t v)
@@ -337,10 +347,11 @@ static void test_lenet5_file(void **state)
     path_of(ps, sizeof(ps), "lenet5-sparse.efm");
     assert_int_equal(efc_efm_save(dense, pd), EFC_OK);
     assert_int_equal(efc_efm_save(sp, ps), EFC_OK);
-    /* saving = dense bytes - stored bytes, less up to 3 x 63 bytes of alignment padding and
-     * the sparse section (8 + 56 bytes, its table entry 24, up to 7 bytes padding) */
+    /* saving = dense bytes - stored bytes (in memory, 4-byte col_idx; the file stores them as
+     * u16: 2 bytes less per entry), less up to 3 x 63 bytes of alignment padding and the
+     * sparse section (8 + 56 bytes, its table entry 24, up to 7 bytes padding) */
     saved = file_size(pd) - file_size(ps);
-    expect = (long)(wbytes - sbytes);
+    expect = (long)(wbytes - sbytes) + 2L * sp->tensors[fc1].sparse->nnz;
     print_message("lenet5: dense %ld bytes, fc1 90 %% sparse %ld bytes (fc1 %zu -> %zu bytes)\n",
                   file_size(pd), file_size(ps), wbytes, sbytes);
     assert_true(saved <= expect && saved >= expect - 3 * 63 - 64 - 24 - 7);
@@ -348,17 +359,18 @@ static void test_lenet5_file(void **state)
     assert_int_equal(efc_efm_load(ps, &l), EFC_OK);
     {
         const struct efc_tensor *t = &l->tensors[fc1];
+        const struct efc_sparse *s0 = sp->tensors[fc1].sparse;
         const char *lo = l->map, *hi = lo + l->map_bytes;
         assert_non_null(t->sparse);
-        assert_int_equal(t->sparse->owns_index, 0);
+        /* values in place; u16 col_idx widened into owned arrays (row_ptr copied with them) */
         assert_int_equal(t->owns_data, 0);
-        assert_true((const char *)t->sparse->row_ptr >= lo &&
-                    (const char *)(t->sparse->row_ptr + t->sparse->rows + 1) <= hi);
-        assert_true((const char *)t->sparse->col_idx >= lo &&
-                    (const char *)(t->sparse->col_idx + t->sparse->nnz) <= hi);
-        assert_int_equal((uintptr_t)t->sparse->row_ptr % 64, 0);
-        assert_int_equal((uintptr_t)t->sparse->col_idx % 64, 0);
-        assert_int_equal(t->sparse->nnz, sp->tensors[fc1].sparse->nnz);
+        assert_true((const char *)t->data >= lo && (const char *)t->data < hi);
+        assert_int_equal(t->sparse->owns_index, 1);
+        assert_false((const char *)t->sparse->col_idx >= lo &&
+                     (const char *)t->sparse->col_idx < hi);
+        assert_int_equal(t->sparse->nnz, s0->nnz);
+        assert_memory_equal(t->sparse->row_ptr, s0->row_ptr, ((size_t)s0->rows + 1) * 4);
+        assert_memory_equal(t->sparse->col_idx, s0->col_idx, (size_t)s0->nnz * 4);
         for (int32_t i = 0; i < l->n_tensors; i++)
             assert_true(i == fc1 || l->tensors[i].sparse == NULL);
     }
@@ -565,7 +577,13 @@ static void test_load_small_and_corruptions(void **state)
     CORRUPT("cols.efm", EFC_EPROTO, "'fc.w'", wr32(sparse_rec(buf, 0) + 12, 5));
     CORRUPT("nnz.efm", EFC_EPROTO, "data size", wr32(sparse_rec(buf, 0) + 16, 5));
     CORRUPT("nnzneg.efm", EFC_EPROTO, "section 'sparse'", wr32(sparse_rec(buf, 0) + 16, ~0u));
-    CORRUPT("reserved.efm", EFC_EPROTO, "reserved", wr32(sparse_rec(buf, 0) + 20, 1));
+    CORRUPT("width1.efm", EFC_EPROTO, "col_idx width 1", wr32(sparse_rec(buf, 0) + 20, 1));
+    CORRUPT("width4.efm", EFC_EPROTO, "col_idx width 4", wr32(sparse_rec(buf, 0) + 20, 4));
+    /* i32 width with the u16 block: the sizes disagree */
+    CORRUPT("width0.efm", EFC_EPROTO, "col_idx", wr32(sparse_rec(buf, 0) + 20, 0));
+    /* u16 entries need the header flag, and the flag needs a u16 record */
+    CORRUPT("noflag.efm", EFC_EPROTO, "without header flag", wr32(buf + 12, 0));
+    CORRUPT("flag2.efm", EFC_EVERSION, "unknown flags 0x2", wr32(buf + 12, 3));
     CORRUPT("rpsize.efm", EFC_EPROTO, "row_ptr", wr64(sparse_rec(buf, 0) + 32, 24));
     CORRUPT("cisize.efm", EFC_EPROTO, "col_idx", wr64(sparse_rec(buf, 0) + 48, 20));
     CORRUPT("rpalign.efm", EFC_EPROTO, "not aligned",
@@ -583,15 +601,157 @@ static void test_load_small_and_corruptions(void **state)
     CORRUPT("rpdecr.efm", EFC_EPROTO, "'fc.w'",
             wr32(buf + rd64(sparse_rec(buf, 0) + 24) + 4 * 2, 1));
     CORRUPT("colrange.efm", EFC_EPROTO, "'fc.w'",
-            wr32(buf + rd64(sparse_rec(buf, 0) + 40) + 4 * 4, 6));
+            wr16(buf + rd64(sparse_rec(buf, 0) + 40) + 2 * 4, 6));
+    CORRUPT("colbig.efm", EFC_EPROTO, "'fc.w'",
+            wr16(buf + rd64(sparse_rec(buf, 0) + 40) + 2 * 4, 0xffff));
     CORRUPT("coldup.efm", EFC_EPROTO, "graph",
-            wr32(buf + rd64(sparse_rec(buf, 0) + 40) + 4 * 1, 1));
+            wr16(buf + rd64(sparse_rec(buf, 0) + 40) + 2 * 1, 1));
     /* a reader that skips the section (unknown kind, as older readers do) must refuse the
      * file: the sparse tensors' data entries no longer match their shapes */
     CORRUPT("ignored.efm", EFC_EPROTO, "shape needs", wr32(sec_entry(buf, 7), 9));
 #undef CORRUPT
     efc_free(buf);
     efc_free(orig);
+}
+
+/* ---- col_idx width in the file ---- */
+
+/* input [cols] -> Dense(W[2, cols] sparse, b[2]) -> output, with W's tensor (and so its
+ * col_idx block) last in the data section. Non-zeros at columns 0, 5 and cols - 1 in row 0,
+ * cols - 2 in row 1. */
+static struct efc_model *wide_model(int32_t cols, int32_t *w_out)
+{
+    struct efc_model *m;
+    int32_t x, w, b, y, d2 = 2, wd[2] = {2, 0}, in[3];
+    float *wv;
+
+    wd[1] = cols;
+    assert_int_equal(efc_model_new(&m), EFC_OK);
+    snprintf(m->name, sizeof(m->name), "wide");
+    assert_int_equal(efc_model_add_tensor(m, "x", EFC_DTYPE_F32, 1, &cols, EFC_TENSOR_INPUT, &x),
+                     EFC_OK);
+    b = add_param(m, "fc.b", 1, &d2);
+    w = add_param(m, "fc.w", 2, wd);
+    assert_int_equal(efc_model_add_tensor(m, "y", EFC_DTYPE_F32, 1, &d2, EFC_TENSOR_OUTPUT, &y),
+                     EFC_OK);
+    wv = m->tensors[w].data;
+    wv[0] = 1.0f;
+    wv[5] = -2.0f;
+    wv[cols - 1] = 3.0f;
+    wv[(size_t)cols + (size_t)cols - 2] = 4.0f;
+    in[0] = x, in[1] = w, in[2] = b;
+    assert_int_equal(efc_model_add_node(m, EFC_OP_DENSE, "fc", in, 3, y, NULL, NULL), EFC_OK);
+    assert_int_equal(efc_tensor_sparsify(m, w), EFC_OK);
+    assert_int_equal(efc_model_check(m), EFC_OK);
+    *w_out = w;
+    return m;
+}
+
+static void expect_same_csr(const struct efc_sparse *a, const struct efc_sparse *b)
+{
+    assert_int_equal(a->rows, b->rows);
+    assert_int_equal(a->cols, b->cols);
+    assert_int_equal(a->nnz, b->nnz);
+    assert_memory_equal(a->row_ptr, b->row_ptr, ((size_t)a->rows + 1) * 4);
+    assert_memory_equal(a->col_idx, b->col_idx, (size_t)a->nnz * 4);
+}
+
+static void test_index_width(void **state)
+{
+    static const int32_t cols[] = {9, 65535, 65536, 65537, 70001};
+    (void)state;
+
+    for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+        int32_t w;
+        struct efc_model *m = wide_model(cols[c], &w), *l;
+        const struct efc_sparse *s = m->tensors[w].sparse;
+        int narrow = cols[c] <= 65536;
+        uint8_t *buf, *rec;
+        void *b2;
+        size_t len, len2;
+
+        assert_int_equal(efc_efm_encode(m, (void **)&buf, &len), EFC_OK);
+        rec = sparse_rec(buf, 0);
+        assert_int_equal(rd32(buf + 12), narrow ? 1 : 0); /* header flag */
+        assert_int_equal(rd32(rec + 20), narrow ? 2 : 0); /* col_idx width */
+        assert_int_equal(rd64(rec + 48), (uint64_t)s->nnz * (narrow ? 2 : 4));
+        assert_int_equal(efc_efm_decode(buf, len, "wide.efm", &l), EFC_OK);
+        expect_same_csr(l->tensors[w].sparse, s);
+        assert_int_equal(l->tensors[w].sparse->col_idx[2], cols[c] - 1);
+        /* i32 indices are used in place, u16 ones are widened */
+        assert_int_equal(l->tensors[w].sparse->owns_index, narrow);
+        assert_int_equal(efc_efm_encode(l, &b2, &len2), EFC_OK);
+        assert_int_equal(len2, len);
+        assert_memory_equal(b2, buf, len);
+        efc_free(b2);
+        efc_model_free(l);
+
+        if (narrow) {
+            /* The same model as a file written before the u16 encoding (flag 0, width 0,
+             * i32 col_idx; W's block is the last in the file, so it just grows): loads in
+             * place, and re-encodes to the u16 file. */
+            uint64_t ci_off = rd64(rec + 40), nnz = (uint64_t)s->nnz, olen = ci_off + 4 * nnz;
+            uint8_t *old = efc_calloc(1, (size_t)olen), *dsec;
+            assert_non_null(old);
+            assert_int_equal(ci_off + 2 * nnz, len); /* col_idx is the file's tail */
+            memcpy(old, buf, (size_t)ci_off);
+            for (uint64_t k = 0; k < nnz; k++)
+                wr32(old + ci_off + 4 * k, (uint32_t)s->col_idx[k]);
+            wr32(old + 12, 0);
+            wr64(old + 16, olen);
+            wr32(sparse_rec(old, 0) + 20, 0);
+            wr64(sparse_rec(old, 0) + 48, 4 * nnz);
+            dsec = sec_entry(old, 5);
+            wr64(dsec + 16, rd64(dsec + 16) + 2 * nnz);
+            rehash(old, (size_t)olen);
+            assert_int_equal(efc_efm_decode(old, (size_t)olen, "old.efm", &l), EFC_OK);
+            assert_int_equal(l->tensors[w].sparse->owns_index, 0);
+            expect_same_csr(l->tensors[w].sparse, s);
+            assert_int_equal(efc_efm_encode(l, &b2, &len2), EFC_OK);
+            assert_int_equal(len2, len);
+            assert_memory_equal(b2, buf, len);
+            efc_free(b2);
+            efc_model_free(l);
+            efc_free(old);
+        } else { /* claiming u16 for more than 65536 columns */
+            wr32(buf + 12, 1);
+            wr32(rec + 20, 2);
+            rehash(buf, len);
+            expect_load("wide16.efm", buf, len, EFC_EPROTO, "u16 col_idx for");
+        }
+        efc_free(buf);
+        efc_model_free(m);
+    }
+
+    /* the flag on a file without sparse tensors */
+    {
+        int32_t w;
+        struct efc_model *m = small_model(0, &w);
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(efc_model_densify(m), EFC_OK);
+        assert_int_equal(efc_efm_encode(m, (void **)&buf, &len), EFC_OK);
+        assert_int_equal(rd32(buf + 12), 0);
+        wr32(buf + 12, 1);
+        rehash(buf, len);
+        expect_load("flagonly.efm", buf, len, EFC_EPROTO, "no sparse record uses it");
+        efc_free(buf);
+        efc_model_free(m);
+    }
+    /* the writer refuses indices that u16 would wrap (an invalid in-memory CSR) */
+    {
+        int32_t w;
+        struct efc_model *m = small_model(0, &w);
+        void *buf = NULL;
+        size_t len;
+        m->tensors[w].sparse->col_idx[0] = 65536 + 1;
+        assert_int_equal(efc_efm_encode(m, &buf, &len), EFC_EINVAL);
+        assert_non_null(strstr(efc_err_detail(), "col_idx[0] = 65537"));
+        m->tensors[w].sparse->col_idx[0] = -1;
+        assert_int_equal(efc_efm_encode(m, &buf, &len), EFC_EINVAL);
+        assert_null(buf);
+        efc_model_free(m);
+    }
 }
 
 /* Fail the k-th allocation for k = 1, 2, ... in decode, clone, sparsify and densify: ENOMEM
@@ -715,6 +875,7 @@ int main(void)
         cmocka_unit_test(test_lenet5_file),
         cmocka_unit_test(test_check_rejects_malformed),
         cmocka_unit_test(test_load_small_and_corruptions),
+        cmocka_unit_test(test_index_width),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_train_densifies),
     };
