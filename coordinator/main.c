@@ -22,6 +22,7 @@
 #include "common/efc_alloc.h"
 #include "common/efc_fs.h"
 #include "common/efc_config.h"
+#include "compress/candidates.h"
 #include "common/efc_log.h"
 #include "common/efc_parse.h"
 #include "common/efc_policy.h"
@@ -54,6 +55,7 @@ static void on_signal(int sig)
 
 struct opts {
     const char *broker, *db, *base, *grid, *report, *prefix, *round_id;
+    const char *train_data, *cand_dir; /* the training steps of the grid's policies */
     double sla_drop, sla_acc; /* one of them, given: sla */
     int64_t objective_i;      /* index in "bytes|p50" */
     struct efc_coord_sla sla;
@@ -70,7 +72,13 @@ static const struct efc_cfg_opt g_opts[] = {
     {"db", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(db), "SQLite store (required)"},
     {"base", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(base), "FP32 base model, .efm (round)"},
     {"grid", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(grid),
-     "candidate policies, ';'-separated: \"fp32;int8(calib=kl,weights=channel);...\" (round)"},
+     "candidate policies, ';'-separated: \"fp32;int8(calib=kl,weights=channel);...\", or "
+     "'default', or @FILE (one policy per line) (round)"},
+    {"train-data", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(train_data),
+     "training data for the policies' training steps (prune, nm, filters, distill, lowrank, "
+     "qat), e.g. fashion-mnist"},
+    {"candidates", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(cand_dir),
+     "cache of candidate models built from the base (default: DB.candidates)"},
     {"sla-drop", EFC_CFG_F64, NULL, 0, 1, NULL, OPT(sla_drop),
      "SLA: max accuracy drop vs fp32, paired (round: this or --sla-acc)"},
     {"sla-acc", EFC_CFG_F64, NULL, 0, 1, NULL, OPT(sla_acc), "SLA: min accuracy, absolute"},
@@ -139,6 +147,15 @@ struct coord {
     size_t n_acks, cap_acks;
     struct job_out *jobs;
     size_t n_jobs, cap_jobs;
+    /* The artifact each policy's jobs start from: the base, or the candidate its training
+     * steps produced (same order as the round's policies). */
+    struct art {
+        char sha[EFC_PROTO_SHA256_HEX];
+        char path[PATH_MAX_];
+        uint64_t bytes;
+    } arts[EFC_COORD_MAX_POLICIES];
+    int32_t n_arts;
+    struct efc_coord_round round; /* the running round's spec */
 };
 
 /* Every online device may need a job (jobs were released, or the periodic full pass). */
@@ -221,6 +238,28 @@ static int parse_args(struct opts *o, int argc, char **argv, const char **cmd,
 /* Split "p1;p2;..." into r->policies, each validated by the policy grammar. */
 static int parse_grid(const char *grid, struct efc_coord_round *r)
 {
+    if (!strcmp(grid, "default") || grid[0] == '@') {
+        struct efc_grid *g = efc_malloc(sizeof(*g));
+        int rc = 0;
+        if (!g || efc_grid_load(grid[0] == '@' ? grid + 1 : grid, g) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: --grid: %s\n", g ? efc_err_detail() : "no memory");
+            efc_free(g);
+            return -1;
+        }
+        r->n_policies = 0;
+        for (int32_t i = 0; i < g->n && !rc; i++) {
+            if (i >= EFC_COORD_MAX_POLICIES ||
+                strlen(g->policies[i]) >= EFC_PROTO_POLICY_MAX) {
+                fprintf(stderr, "efc-coordinator: --grid %s: too many or too long policies\n",
+                        grid);
+                rc = -1;
+                break;
+            }
+            snprintf(r->policies[r->n_policies++], EFC_PROTO_POLICY_MAX, "%s", g->policies[i]);
+        }
+        efc_free(g);
+        return rc;
+    }
     struct efc_policy *pol = efc_malloc(sizeof(*pol));
     const char *p = grid;
     int rc = 0;
@@ -266,6 +305,89 @@ static int parse_grid(const char *grid, struct efc_coord_round *r)
     }
     efc_free(pol);
     return rc;
+}
+
+/* The artifact of every policy of round r: the base, or the candidate built (or found in the
+ * cache) by running the policy's training steps on --train-data. */
+static int build_candidates(struct coord *c, const struct efc_coord_round *r)
+{
+    struct efc_dataset *train = NULL, *test = NULL;
+    char cache[PATH_MAX_], bdir[PATH_MAX_];
+    int rc = 0;
+    if (c->o.cand_dir)
+        snprintf(cache, sizeof(cache), "%s", c->o.cand_dir);
+    else
+        snprintf(cache, sizeof(cache), "%s.candidates", c->o.db);
+    snprintf(bdir, sizeof(bdir), "%s", c->base_path);
+    char *slash = strrchr(bdir, '/');
+    if (slash)
+        *slash = '\0';
+    c->n_arts = r->n_policies;
+    for (int32_t i = 0; i < r->n_policies && !rc; i++) {
+        struct art *a = &c->arts[i];
+        char prefix[EFC_POLICY_STR_MAX];
+        struct efc_candidate cand;
+        snprintf(a->sha, sizeof(a->sha), "%s", c->base_sha);
+        snprintf(a->path, sizeof(a->path), "%s", c->base_path);
+        a->bytes = c->base_bytes;
+        if (efc_policy_prefix(r->policies[i], prefix, sizeof(prefix)) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: %s: %s\n", r->policies[i], efc_err_detail());
+            rc = -1;
+            break;
+        }
+        if (!prefix[0])
+            continue;
+        if (!train) {
+            if (!c->o.train_data) {
+                fprintf(stderr, "efc-coordinator: policy %s has training steps: give "
+                                "--train-data (the coordinator's own training data)\n",
+                        r->policies[i]);
+                rc = -1;
+                break;
+            }
+            if (efc_dataset_open(c->o.train_data, "train", &train) != EFC_OK) {
+                fprintf(stderr, "efc-coordinator: --train-data %s: %s\n", c->o.train_data,
+                        efc_err_detail());
+                rc = -1;
+                break;
+            }
+            if (efc_dataset_open(c->o.train_data, "test", &test) != EFC_OK)
+                test = NULL;
+        }
+        struct efc_compress_opts co = {.train = train, .val = test, .seed = 1,
+                                       .base_dir = bdir};
+        efc_log(EFC_LOG_INFO, MOD, "candidate for %s: training steps %s", r->policies[i], prefix);
+        if (efc_candidate_build(c->base_path, c->base_sha, prefix, &co, cache, &cand) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: candidate for %s: %s\n", r->policies[i],
+                    efc_err_detail());
+            rc = -1;
+            break;
+        }
+        efc_log(EFC_LOG_INFO, MOD, "candidate for %s: %s %s (%llu bytes%s)", r->policies[i],
+                cand.cached ? "cached" : "built", cand.path, (unsigned long long)cand.bytes,
+                cand.cached ? "" : ", trained now");
+        snprintf(a->sha, sizeof(a->sha), "%s", cand.sha256);
+        snprintf(a->path, sizeof(a->path), "%s", cand.path);
+        a->bytes = cand.bytes;
+        if (efc_coord_store_model_put(c->store, a->sha, a->path, a->bytes,
+                                      EFC_COORD_MODEL_CANDIDATE) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: model: %s\n", efc_err_detail());
+            rc = -1;
+        }
+    }
+    efc_dataset_free(train);
+    efc_dataset_free(test);
+    return rc;
+}
+
+/* The artifact a policy's jobs start from (the base when unknown). */
+static const struct art *art_of(const struct coord *c, const char *policy,
+                                const struct efc_coord_round *r)
+{
+    for (int32_t i = 0; i < c->n_arts && i < r->n_policies; i++)
+        if (!strcmp(r->policies[i], policy))
+            return &c->arts[i];
+    return NULL;
 }
 
 static int load_base(struct coord *c)
@@ -370,15 +492,19 @@ static void on_chunk_req(struct coord *c, const char *dev, const void *payload, 
         c->n_rejected++;
         return;
     }
-    if (strcmp(req.sha256, c->base_sha) != 0) {
+    const char *path = !strcmp(req.sha256, c->base_sha) ? c->base_path : NULL;
+    for (int32_t i = 0; i < c->n_arts && !path; i++)
+        if (!strcmp(req.sha256, c->arts[i].sha))
+            path = c->arts[i].path;
+    if (!path) {
         efc_log(EFC_LOG_WARN, MOD, "device=%s asked for unknown artifact %.16s", dev, req.sha256);
         return;
     }
-    if (efc_chunk_serve(c->base_path, c->base_sha, &req, &out, &out_len) != EFC_OK) {
+    if (efc_chunk_serve(path, req.sha256, &req, &out, &out_len) != EFC_OK) {
         efc_log(EFC_LOG_WARN, MOD, "chunk for %s refused: %s", dev, efc_err_detail());
         return;
     }
-    if (efc_chunk_topic(c->o.prefix, c->base_sha, dev, topic, sizeof(topic)) == EFC_OK)
+    if (efc_chunk_topic(c->o.prefix, req.sha256, dev, topic, sizeof(topic)) == EFC_OK)
         efc_mqtt_publish(c->m, topic, out, out_len, 1, 0, 0);
     efc_free(out);
 }
@@ -481,8 +607,9 @@ static void publish_job(struct coord *c, struct dev *d, const struct efc_coord_j
     snprintf(j.round_id, sizeof(j.round_id), "%s", job->round_id);
     snprintf(j.device_id, sizeof(j.device_id), "%s", d->id);
     snprintf(j.policy, sizeof(j.policy), "%s", job->policy);
-    snprintf(j.model_sha256, sizeof(j.model_sha256), "%s", c->base_sha);
-    j.model_bytes = c->base_bytes;
+    const struct art *a = art_of(c, job->policy, &c->round);
+    snprintf(j.model_sha256, sizeof(j.model_sha256), "%s", a ? a->sha : c->base_sha);
+    j.model_bytes = a ? a->bytes : c->base_bytes;
     snprintf(j.base_sha256, sizeof(j.base_sha256), "%s", c->base_sha);
     j.base_bytes = c->base_bytes;
     j.calib_samples = (int32_t)c->o.calib;
@@ -770,6 +897,9 @@ static int run_round(struct coord *c)
         return 1;
     if (done)
         return select_and_report(c->store, c->round_id, &r, c->o.report);
+    c->round = r;
+    if (build_candidates(c, &r))
+        return 1;
     c->devs = efc_calloc(MAX_DEVICES, sizeof(*c->devs));
     c->dev_slot = efc_calloc(DEV_SLOTS, sizeof(*c->dev_slot));
     if (!c->devs || !c->dev_slot)
