@@ -89,10 +89,14 @@ for i in 0 1 2 3 4 5; do
         --data "fashion-mnist:shard=$i/6" --state-dir "$fleet/agent$i" > "$fleet/agent$i.log" 2>&1 &
     pids+=($!)
 done
-grid="fp32"
-for c in minmax percentile kl mse; do for g in channel tensor; do grid+=";int8(calib=$c,weights=$g)"; done; done
+# The built-in grid (docs/policies.md): fp32, three int8 variants, and pruned, 2:4,
+# filter-pruned, low-rank and distilled candidates. Their training steps run here, on the
+# coordinator's own training data, once per base model (cached in out/candidates; a few
+# minutes the first time); the int8 step runs on each agent with its own data.
+echo "   candidates (training steps of the default grid): $out/candidates (reused when present)"
 build/release/coordinator/efc-coordinator --broker "$url" --db "$fleet/efc.db" round \
-    --base "$out/$arch.efm" --grid "$grid" --sla-drop 0.01 --objective p50 --per-class 2 \
+    --base "$out/$arch.efm" --grid default --train-data fashion-mnist \
+    --candidates "$out/candidates" --sla-drop 0.01 --objective p50 --per-class 2 \
     --calib 256 --eval 1000 --runs 50 --batch 16 --min-devices 6 --timeout 480 --job-timeout 180 \
     --report "$fleet/report.html" 2> "$fleet/coordinator.log" | tee "$fleet/round.txt"
 stop_fleet
