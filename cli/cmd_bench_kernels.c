@@ -1,11 +1,19 @@
-/* efc bench-kernels — every INT8 GEMM variant vs OpenBLAS sgemm on the same shapes, same run.
+/* efc bench-kernels — every INT8 GEMM variant vs OpenBLAS sgemm on the same shapes, and every
+ * sparse variant vs the dense kernel of its precision, same run.
  *
- * Shapes (m = output channels, n = rows, k = reduction, as in kernels.h): the conv-as-GEMM
- * layers of the built-in models, their dense layers as batch-1 GEMVs, 1 x 1024 x 1024 and the
- * squares 256 / 512 / 1024. Single thread. GOP/s counts 2 * m * n * k per call; each figure is
- * the median of several timed repetitions after warm-up. The OpenBLAS figure is sgemm on the
- * same shape (for n = 1 the faster of sgemm and sgemv, so the ratio is not flattered) measured
- * in the same process right after the variant.
+ * Dense shapes (m = output channels, n = rows, k = reduction, as in kernels.h): the
+ * conv-as-GEMM layers of the built-in models, their dense layers as batch-1 GEMVs, 1 x 1024 x
+ * 1024 and the squares 256 / 512 / 1024. Single thread. GOP/s counts 2 * m * n * k per call;
+ * each figure is the median of several timed repetitions after warm-up. The OpenBLAS figure is
+ * sgemm on the same shape (for n = 1 the faster of sgemm and sgemv, so the ratio is not
+ * flattered) measured in the same process right after the variant.
+ * Sparse rows (kernels/sparse.h): 1024 x 1024 weights at batch 1 (GEMV) and 64, CSR at
+ * densities 0.5, 0.3, 0.2, 0.1, 0.05 and the 2:4 / 1:4 patterns; FP32 variants (row layout,
+ * the Dense op) against OpenBLAS on the dense matrix (sgemv / sgemm, the faster for n = 1),
+ * INT8 variants against the dense qgemm variant the table would pick at the same ISA level.
+ * Their GOP/s counts the dense work 2 * m * n * k too, so ratio = dense time / sparse time; the
+ * baseline is measured once per (variant, batch) in the same process. A "crossover" line per
+ * (variant, batch) gives the highest density at which CSR still beats that dense baseline.
  * OpenBLAS fixes its core per process, so each variant is compared against the core efc wants
  * for that variant's ISA (efc_blas_core_wanted): variants whose core differs from this
  * process's run in a child (`/proc/self/exe --isa <isa> bench-kernels --rows-for <isa>`, which
@@ -27,6 +35,7 @@
 #include "common/efc_time.h"
 #include "kernels/blas.h"
 #include "kernels/kernels.h"
+#include "kernels/sparse.h"
 
 #define EFC_KERNEL(op, isa, fn) extern EFC_KERNEL_TYPE(op) fn;
 #include "kernels/kernels.inc"
@@ -54,31 +63,73 @@ static const struct {
 };
 #define N_SHAPES (sizeof(g_shapes) / sizeof(g_shapes[0]))
 
-static const char *g_filter; /* --shape: substring of the shape names to run */
+static const struct {
+    const char *name;
+    enum efc_isa isa;
+    const struct efc_k_spmm_f32 *kf; /* one of kf / ks is set */
+    const struct efc_k_spmm_u8s8 *ks;
+} g_sp_variants[] = {
+#define EFC_KERNEL(op, isa, fn) SP_##op(#fn, isa, fn)
+#define SP_spmm_f32(name, isa, fn) {name, isa, &fn, NULL},
+#define SP_spmm_u8s8(name, isa, fn) {name, isa, NULL, &fn},
+#include "kernels/kernels_sparse.inc"
+#undef SP_spmm_f32
+#undef SP_spmm_u8s8
+#undef EFC_KERNEL
+};
+#define N_SP_VARIANTS (sizeof(g_sp_variants) / sizeof(g_sp_variants[0]))
 
+/* Sparse shapes: out = in = 1024 (the GEMV shape), batch 1 and 64. */
+#define SP_DIM 1024
+static const struct {
+    const char *name;
+    int32_t n;
+} g_sp_shapes[] = {{"sparse.gemv1024", 1}, {"sparse.b64.1024", 64}};
+#define N_SP_SHAPES (sizeof(g_sp_shapes) / sizeof(g_sp_shapes[0]))
+
+static const struct {
+    const char *fmt;
+    int32_t nm_n, nm_m;
+    double density;
+} g_sp_cfgs[] = {
+    {"csr", 0, 0, 0.5},  {"csr", 0, 0, 0.3}, {"csr", 0, 0, 0.2},  {"csr", 0, 0, 0.1},
+    {"csr", 0, 0, 0.05}, {"2:4", 2, 4, 0.5}, {"1:4", 1, 4, 0.25},
+};
+#define N_SP_CFGS (sizeof(g_sp_cfgs) / sizeof(g_sp_cfgs[0]))
+
+static const char *g_filter; /* --shape: substring of the shape names to run */
+static int g_sparse_only;    /* --sparse-only */
+
+/* density < 0: a dense row (ob_* = OpenBLAS); else a sparse row (ob_* = the dense baseline). */
 struct row {
-    char kernel[64], isa[16], shape[32], core[32], ob_op[8];
+    char kernel[64], isa[16], shape[32], core[32], ob_op[40], fmt[8];
     int32_t m, n, k;
-    double gops, ob_gops;
+    double gops, ob_gops, density;
 };
 
 static void help(void)
 {
-    printf("usage: efc bench-kernels [--json] [--time-ms T] [--shape S]\n\n"
+    printf("usage: efc bench-kernels [--json] [--time-ms T] [--shape S] [--sparse-only]\n\n"
            "  Every INT8 GEMM variant the CPU runs (capped by --isa) on the built-in models'\n"
            "  conv-as-GEMM shapes, batch-1 GEMVs and squares 256/512/1024, single thread,\n"
            "  vs OpenBLAS sgemm on the same shape in the same run (the OpenBLAS core wanted for\n"
-           "  each variant's ISA: Haswell for avx2, SkylakeX/Cooperlake for avx512*).\n\n"
+           "  each variant's ISA: Haswell for avx2, SkylakeX/Cooperlake for avx512*).\n"
+           "  Then every sparse variant on 1024 x 1024 weights (batch 1 and 64; CSR at densities\n"
+           "  0.5 .. 0.05, 2:4, 1:4) vs the dense kernel of its precision (FP32: OpenBLAS; INT8:\n"
+           "  the dense qgemm of the same ISA level), and the crossover density per variant.\n\n"
            "  --json        a JSON list of {kernel, isa, shape, m, n, k, gops, openblas_gops,\n"
-           "                openblas_op, openblas_core, ratio}\n"
-           "  --time-ms T   target time per measurement (default 200)\n"
-           "  --shape S     only the shapes whose name contains S (e.g. cnn-bn, square)\n"
+           "                openblas_op, openblas_core, ratio}; sparse rows: {kernel, isa, shape,\n"
+           "                m, n, k, format, density, sparsity, gops, us, baseline,\n"
+           "                baseline_gops, baseline_core, ratio} (crossover lines on stderr)\n"
+           "  --time-ms T   target time per measurement (default 200; sparse rows use half)\n"
+           "  --shape S     only the shapes whose name contains S (e.g. cnn-bn, square, sparse)\n"
+           "  --sparse-only only the sparse rows\n"
            "  --isa X       (global option) cap the variants and the OpenBLAS core\n");
 }
 
 /* ---------------------------------------------------------------------------- timing */
 
-enum call_kind { CALL_QGEMM, CALL_SGEMM, CALL_SGEMV };
+enum call_kind { CALL_QGEMM, CALL_SGEMM, CALL_SGEMV, CALL_SPMM_F32, CALL_SPMM_S8 };
 
 struct bench_ctx {
     enum call_kind kind;
@@ -90,6 +141,10 @@ struct bench_ctx {
     uint8_t *y;
     const float *xf, *wf;
     float *yf;
+    const struct efc_k_spmm_f32 *spf;
+    const struct efc_k_spmm_u8s8 *sps;
+    struct efc_spmm_w sw;
+    float *scratch;
 };
 
 static void call_once(struct bench_ctx *c)
@@ -104,6 +159,13 @@ static void call_once(struct bench_ctx *c)
         break;
     case CALL_SGEMV: /* y[m] = w[m][k] * x[k] */
         efc_k_sgemv(false, c->m, c->k, 1.0f, c->wf, c->k, c->xf, 0.0f, c->yf);
+        break;
+    case CALL_SPMM_F32: /* the Dense op: row layout, no bias */
+        c->spf->run(&c->sw, c->n, c->xf, (size_t)c->k, NULL, EFC_K_ACT_NONE, c->yf, (size_t)c->m,
+                    c->scratch);
+        break;
+    case CALL_SPMM_S8:
+        c->sps->run(&c->sw, &c->rq, c->n, c->x, (size_t)c->k, c->y, (size_t)c->m);
         break;
     }
 }
@@ -212,6 +274,7 @@ static enum efc_status bench_one(size_t v, size_t s, double budget_s, struct row
             snprintf(out->ob_op, sizeof(out->ob_op), "sgemv");
         }
     }
+    out->density = -1.0;
     snprintf(out->kernel, sizeof(out->kernel), "%s", g_variants[v].name);
     snprintf(out->isa, sizeof(out->isa), "%s", efc_isa_name(g_variants[v].isa));
     snprintf(out->shape, sizeof(out->shape), "%s", g_shapes[s].name);
@@ -230,6 +293,167 @@ out:
     efc_free(xf);
     efc_free(wf);
     efc_free(yf);
+    return st;
+}
+
+/* ------------------------------------------------------------------------- sparse rows */
+
+/* The dense qgemm the table would pick at level `isa` (the highest one within it). */
+static const struct efc_k_qgemm *dense_qgemm_at(enum efc_isa isa, const char **name)
+{
+    size_t best = 0;
+    for (size_t v = 0; v < N_VARIANTS; v++)
+        if ((g_variants[v].isa == EFC_ISA_REF || g_variants[v].isa <= isa) &&
+            g_variants[v].isa >= g_variants[best].isa)
+            best = v;
+    *name = g_variants[best].name;
+    return g_variants[best].k;
+}
+
+/* One sparse variant on one batch: the dense baseline once, then every sparse config. Rows go
+ * to out[0 .. N_SP_CFGS). */
+static enum efc_status bench_sparse(size_t v, size_t s, double budget_s, struct row *out)
+{
+    struct bench_ctx c;
+    struct efc_rng r;
+    enum efc_status st = EFC_OK;
+    const int32_t m = SP_DIM, k = SP_DIM, n = g_sp_shapes[s].n;
+    const int is_f32 = g_sp_variants[v].kf != NULL;
+    const size_t nx = (size_t)n * k, ny = (size_t)n * m, nw = (size_t)m * k;
+    uint8_t *x = efc_malloc(nx), *y = efc_malloc(ny);
+    int8_t *w = efc_malloc(nw);
+    int32_t *mult = efc_malloc((size_t)m * sizeof(int32_t));
+    int32_t *shift = efc_malloc((size_t)m * sizeof(int32_t));
+    int32_t *bias = efc_malloc((size_t)m * sizeof(int32_t));
+    float *xf = efc_malloc_aligned(64, nx * sizeof(float));
+    float *wf = efc_malloc_aligned(64, nw * sizeof(float));
+    float *yf = efc_malloc_aligned(64, ny * sizeof(float));
+    const size_t nsc = efc_k_spmm_f32_scratch(m, k, n);
+    float *scratch = nsc ? efc_malloc_aligned(64, nsc * sizeof(float)) : NULL;
+    double ob_gops = 0.0;
+    char ob_op[40];
+
+    memset(&c, 0, sizeof(c));
+    if (!x || !y || !w || !mult || !shift || !bias || !xf || !wf || !yf || (nsc && !scratch)) {
+        st = efc_errf(EFC_ENOMEM, "bench-kernels: buffers for %s", g_sp_shapes[s].name);
+        goto out;
+    }
+    efc_rng_init(&r, 0x5eed5 + s);
+    for (size_t i = 0; i < nx; i++) {
+        x[i] = (uint8_t)efc_rng_below(&r, 256);
+        xf[i] = (float)x[i] - 128.0f;
+    }
+    for (int32_t j = 0; j < m; j++) {
+        bias[j] = (int32_t)efc_rng_below(&r, 20001) - 10000;
+        if ((st = efc_k_requant_make(1e-4 * (1.0 + efc_rng_uniform(&r)), &mult[j], &shift[j])))
+            goto out;
+    }
+    c.m = m;
+    c.n = n;
+    c.k = k;
+    c.rq = (struct efc_requant){mult, shift, 0, 3, 3, 255};
+    c.x = x;
+    c.y = y;
+    c.xf = xf;
+    c.wf = wf;
+    c.yf = yf;
+    c.scratch = scratch;
+
+    /* Dense baseline on a fully dense matrix (its time does not depend on the values). */
+    for (size_t i = 0; i < nw; i++) {
+        w[i] = (int8_t)((int32_t)efc_rng_below(&r, 255) - 127);
+        wf[i] = (float)w[i] * (1.0f / 127.0f);
+    }
+    if (is_f32) {
+        c.kind = CALL_SGEMM;
+        ob_gops = measure(&c, budget_s);
+        snprintf(ob_op, sizeof(ob_op), "sgemm");
+        if (n == 1) {
+            c.kind = CALL_SGEMV;
+            double g = measure(&c, budget_s);
+            if (g > ob_gops) {
+                ob_gops = g;
+                snprintf(ob_op, sizeof(ob_op), "sgemv");
+            }
+        }
+    } else {
+        const char *qname;
+        c.kern = dense_qgemm_at(g_sp_variants[v].isa, &qname);
+        if ((st = c.kern->pack(m, k, w, bias, 128, &c.w)))
+            goto out;
+        c.kind = CALL_QGEMM;
+        ob_gops = measure(&c, budget_s);
+        efc_qgemm_w_fini(&c.w);
+        snprintf(ob_op, sizeof(ob_op), "%s", qname + strlen("efc_k_"));
+    }
+
+    for (size_t q = 0; q < N_SP_CFGS; q++) {
+        const struct efc_sp_fmt fmt = {g_sp_cfgs[q].nm_n, g_sp_cfgs[q].nm_m};
+        const double d = g_sp_cfgs[q].density;
+        /* CSR: each weight non-zero with probability d; N:M: N random columns per group. */
+        for (size_t i = 0; i < nw; i++)
+            w[i] = 0;
+        if (fmt.nm_m == 0) {
+            for (size_t i = 0; i < nw; i++)
+                if (efc_rng_uniform(&r) < d)
+                    w[i] = (int8_t)(1 + (int32_t)efc_rng_below(&r, 127));
+        } else {
+            for (size_t g0 = 0; g0 < nw; g0 += (size_t)fmt.nm_m) {
+                int32_t placed = 0;
+                while (placed < fmt.nm_n) {
+                    size_t i = g0 + efc_rng_below(&r, (uint32_t)fmt.nm_m);
+                    if (w[i] == 0) {
+                        w[i] = (int8_t)(1 + (int32_t)efc_rng_below(&r, 127));
+                        placed++;
+                    }
+                }
+            }
+        }
+        for (size_t i = 0; i < nw; i++) {
+            if (w[i] != 0 && efc_rng_below(&r, 2))
+                w[i] = (int8_t)-w[i];
+            wf[i] = (float)w[i] * (1.0f / 127.0f);
+        }
+        if (is_f32) {
+            c.spf = g_sp_variants[v].kf;
+            st = c.spf->pack(m, k, wf, fmt.nm_m ? &fmt : NULL, &c.sw);
+            c.kind = CALL_SPMM_F32;
+        } else {
+            c.sps = g_sp_variants[v].ks;
+            st = c.sps->pack(m, k, w, bias, 128, fmt.nm_m ? &fmt : NULL, &c.sw);
+            c.kind = CALL_SPMM_S8;
+        }
+        if (st)
+            goto out;
+        struct row *o = &out[q];
+        memset(o, 0, sizeof(*o));
+        o->gops = measure(&c, budget_s);
+        efc_spmm_w_fini(&c.sw);
+        o->ob_gops = ob_gops;
+        o->density = d;
+        o->m = m;
+        o->n = n;
+        o->k = k;
+        snprintf(o->kernel, sizeof(o->kernel), "%s", g_sp_variants[v].name);
+        snprintf(o->isa, sizeof(o->isa), "%s", efc_isa_name(g_sp_variants[v].isa));
+        snprintf(o->shape, sizeof(o->shape), "%s", g_sp_shapes[s].name);
+        snprintf(o->core, sizeof(o->core), "%s", efc_blas_core());
+        snprintf(o->ob_op, sizeof(o->ob_op), "%s", ob_op);
+        snprintf(o->fmt, sizeof(o->fmt), "%s", g_sp_cfgs[q].fmt);
+    }
+out:
+    efc_spmm_w_fini(&c.sw);
+    efc_qgemm_w_fini(&c.w);
+    efc_free(x);
+    efc_free(y);
+    efc_free(w);
+    efc_free(mult);
+    efc_free(shift);
+    efc_free(bias);
+    efc_free(xf);
+    efc_free(wf);
+    efc_free(yf);
+    efc_free(scratch);
     return st;
 }
 
@@ -257,8 +481,9 @@ static enum efc_status rows_push(struct rows *rs, const struct row *r)
 /* The private row format between parent and child: tab-separated, one row per line. */
 static void row_print_internal(const struct row *r)
 {
-    printf("ROW\t%s\t%s\t%s\t%d\t%d\t%d\t%.6f\t%.6f\t%s\t%s\n", r->kernel, r->isa, r->shape,
-           (int)r->m, (int)r->n, (int)r->k, r->gops, r->ob_gops, r->core, r->ob_op);
+    printf("ROW\t%s\t%s\t%s\t%d\t%d\t%d\t%.6f\t%.6f\t%s\t%s\t%s\t%.6f\n", r->kernel, r->isa,
+           r->shape, (int)r->m, (int)r->n, (int)r->k, r->gops, r->ob_gops, r->core, r->ob_op,
+           r->fmt[0] ? r->fmt : "-", r->density);
     fflush(stdout);
 }
 
@@ -273,12 +498,12 @@ static int field_copy(char *dst, size_t cap, const char *s, size_t len)
 
 static int row_parse_internal(char *line, struct row *r)
 {
-    char *f[11];
+    char *f[13];
     size_t nf = 0;
     char *p = line;
     memset(r, 0, sizeof(*r));
     line[strcspn(line, "\r\n")] = '\0';
-    while (nf < 11) {
+    while (nf < 13) {
         f[nf++] = p;
         char *t = strchr(p, '\t');
         if (t == NULL)
@@ -286,14 +511,17 @@ static int row_parse_internal(char *line, struct row *r)
         *t = '\0';
         p = t + 1;
     }
-    if (nf != 11 || strcmp(f[0], "ROW") != 0)
+    if (nf != 13 || strcmp(f[0], "ROW") != 0)
         return -1;
     if (field_copy(r->kernel, sizeof(r->kernel), f[1], strlen(f[1])) ||
         field_copy(r->isa, sizeof(r->isa), f[2], strlen(f[2])) ||
         field_copy(r->shape, sizeof(r->shape), f[3], strlen(f[3])) ||
         field_copy(r->core, sizeof(r->core), f[9], strlen(f[9])) ||
-        field_copy(r->ob_op, sizeof(r->ob_op), f[10], strlen(f[10])))
+        field_copy(r->ob_op, sizeof(r->ob_op), f[10], strlen(f[10])) ||
+        field_copy(r->fmt, sizeof(r->fmt), f[11], strlen(f[11])))
         return -1;
+    if (strcmp(r->fmt, "-") == 0)
+        r->fmt[0] = '\0';
     char *end;
     long v[3];
     for (int i = 0; i < 3; i++) {
@@ -309,6 +537,9 @@ static int row_parse_internal(char *line, struct row *r)
     if (*end)
         return -1;
     r->ob_gops = strtod(f[8], &end);
+    if (*end)
+        return -1;
+    r->density = strtod(f[12], &end);
     if (*end)
         return -1;
     return 0;
@@ -332,6 +563,7 @@ static enum efc_status run_child(enum efc_isa isa, long time_ms, struct rows *rs
         return efc_errf(EFC_EIO, "bench-kernels: fork: %s", strerror(errno));
     }
     if (pid == 0) {
+        /* clang-format off */
         char *argv[] = {"efc",
                         "--isa",
                         (char *)name,
@@ -340,9 +572,18 @@ static enum efc_status run_child(enum efc_isa isa, long time_ms, struct rows *rs
                         (char *)name,
                         "--time-ms",
                         tms,
-                        g_filter ? "--shape" : NULL,
-                        (char *)g_filter,
+                        NULL, /* up to three more options, then the terminator */
+                        NULL,
+                        NULL,
                         NULL};
+        /* clang-format on */
+        int a = 8;
+        if (g_sparse_only)
+            argv[a++] = "--sparse-only";
+        if (g_filter != NULL) {
+            argv[a++] = "--shape";
+            argv[a++] = (char *)g_filter;
+        }
         dup2(fd[1], STDOUT_FILENO);
         close(fd[0]);
         close(fd[1]);
@@ -357,7 +598,7 @@ static enum efc_status run_child(enum efc_isa isa, long time_ms, struct rows *rs
         close(fd[0]);
         st = efc_errf(EFC_EIO, "bench-kernels: fdopen: %s", strerror(errno));
     } else {
-        char line[512];
+        char line[640];
         while (fgets(line, sizeof(line), f) != NULL) {
             struct row r;
             if (row_parse_internal(line, &r) == 0 && st == EFC_OK)
@@ -383,31 +624,61 @@ static int isa_runs_on(enum efc_isa isa, enum efc_isa level)
     return isa <= level;
 }
 
-/* Variants whose wanted OpenBLAS core is this process's core (all of isa `only` if >= 0). */
+/* Is a variant of `isa` for this process (all of isa `only` if >= 0, else those whose wanted
+ * OpenBLAS core is this process's core)? */
+static int variant_here(enum efc_isa isa, int only)
+{
+    if (!isa_runs_on(isa, efc_kernels_isa()))
+        return 0;
+    return only >= 0 ? (int)isa == only
+                     : strcasecmp(efc_blas_core_wanted(isa), efc_blas_core()) == 0;
+}
+
+static enum efc_status row_out(const struct row *r, int internal, struct rows *rs)
+{
+    if (internal) {
+        row_print_internal(r);
+        return EFC_OK;
+    }
+    return rows_push(rs, r);
+}
+
+/* Variants for this process (variant_here): dense rows, then sparse rows. */
 static enum efc_status bench_here(int only, double budget_s, int internal, struct rows *rs)
 {
-    const enum efc_isa level = efc_kernels_isa();
-    const char *core = efc_blas_core();
-    for (size_t v = 0; v < N_VARIANTS; v++) {
-        enum efc_isa isa = g_variants[v].isa;
-        if (!isa_runs_on(isa, level))
-            continue;
-        if (only >= 0 ? (int)isa != only : strcasecmp(efc_blas_core_wanted(isa), core) != 0)
+    enum efc_status st;
+    for (size_t v = 0; v < N_VARIANTS && !g_sparse_only; v++) {
+        if (!variant_here(g_variants[v].isa, only))
             continue;
         for (size_t s = 0; s < N_SHAPES; s++) {
             struct row r;
             if (g_filter != NULL && strstr(g_shapes[s].name, g_filter) == NULL)
                 continue;
-            enum efc_status st = bench_one(v, s, budget_s, &r);
-            if (st)
-                return st;
-            if (internal)
-                row_print_internal(&r);
-            else if ((st = rows_push(rs, &r)))
+            if ((st = bench_one(v, s, budget_s, &r)) || (st = row_out(&r, internal, rs)))
                 return st;
         }
     }
+    /* Sparse rows at half the time per measurement: 115 measurements otherwise dominate. */
+    for (size_t v = 0; v < N_SP_VARIANTS; v++) {
+        if (!variant_here(g_sp_variants[v].isa, only))
+            continue;
+        for (size_t s = 0; s < N_SP_SHAPES; s++) {
+            struct row r[N_SP_CFGS];
+            if (g_filter != NULL && strstr(g_sp_shapes[s].name, g_filter) == NULL)
+                continue;
+            if ((st = bench_sparse(v, s, budget_s * 0.5, r)))
+                return st;
+            for (size_t q = 0; q < N_SP_CFGS; q++)
+                if ((st = row_out(&r[q], internal, rs)))
+                    return st;
+        }
+    }
     return EFC_OK;
+}
+
+static double row_ratio(const struct row *r)
+{
+    return r->ob_gops > 0 ? r->gops / r->ob_gops : 0.0;
 }
 
 static void print_json(const struct rows *rs)
@@ -421,42 +692,142 @@ static void print_json(const struct rows *rs)
         cli_json_str(stdout, r->isa);
         printf(", \"shape\": ");
         cli_json_str(stdout, r->shape);
-        printf(", \"m\": %d, \"n\": %d, \"k\": %d, \"gops\": %.3f, \"openblas_gops\": %.3f, "
-               "\"openblas_op\": ",
-               (int)r->m, (int)r->n, (int)r->k, r->gops, r->ob_gops);
-        cli_json_str(stdout, r->ob_op);
-        printf(", \"openblas_core\": ");
-        cli_json_str(stdout, r->core);
-        printf(", \"ratio\": %.3f}%s\n", r->ob_gops > 0 ? r->gops / r->ob_gops : 0.0,
-               i + 1 < rs->n ? "," : "");
+        printf(", \"m\": %d, \"n\": %d, \"k\": %d, ", (int)r->m, (int)r->n, (int)r->k);
+        if (r->density < 0) {
+            printf("\"gops\": %.3f, \"openblas_gops\": %.3f, \"openblas_op\": ", r->gops,
+                   r->ob_gops);
+            cli_json_str(stdout, r->ob_op);
+            printf(", \"openblas_core\": ");
+            cli_json_str(stdout, r->core);
+        } else {
+            printf("\"format\": ");
+            cli_json_str(stdout, r->fmt);
+            printf(", \"density\": %.4f, \"sparsity\": %.4f, \"gops\": %.3f, \"us\": %.3f, "
+                   "\"baseline\": ",
+                   r->density, 1.0 - r->density, r->gops,
+                   r->gops > 0 ? 2e-3 * r->m * (double)r->n * r->k / r->gops : 0.0);
+            cli_json_str(stdout, r->ob_op);
+            printf(", \"baseline_gops\": %.3f, \"baseline_core\": ", r->ob_gops);
+            cli_json_str(stdout, r->core);
+        }
+        printf(", \"ratio\": %.3f}%s\n", row_ratio(r), i + 1 < rs->n ? "," : "");
     }
     printf("]\n");
+}
+
+/* Per (sparse variant, shape): the highest CSR density of the grid at which sparse beats its
+ * dense baseline, and the crossing interpolated linearly between the last winning and the first
+ * losing grid densities. */
+static void print_crossover(FILE *f, const struct rows *rs)
+{
+    int header = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const struct row *a = &rs->r[i];
+        int first = 1;
+        if (a->density < 0 || strcmp(a->fmt, "csr") != 0)
+            continue;
+        for (size_t q = 0; q < i && first; q++)
+            if (rs->r[q].density >= 0 && strcmp(rs->r[q].fmt, "csr") == 0 &&
+                strcmp(rs->r[q].kernel, a->kernel) == 0 && strcmp(rs->r[q].shape, a->shape) == 0)
+                first = 0;
+        if (!first)
+            continue;
+        double win_d = -1, win_r = 0, lose_d = -1, lose_r = 0;
+        for (size_t q = i; q < rs->n; q++) {
+            const struct row *b = &rs->r[q];
+            if (b->density < 0 || strcmp(b->fmt, "csr") != 0 || strcmp(b->kernel, a->kernel) ||
+                strcmp(b->shape, a->shape))
+                continue;
+            const double rt = row_ratio(b);
+            if (rt > 1.0 && b->density > win_d) {
+                win_d = b->density;
+                win_r = rt;
+            }
+        }
+        for (size_t q = i; q < rs->n; q++) { /* the lowest losing density above win_d */
+            const struct row *b = &rs->r[q];
+            if (b->density < 0 || strcmp(b->fmt, "csr") != 0 || strcmp(b->kernel, a->kernel) ||
+                strcmp(b->shape, a->shape) || b->density <= win_d || row_ratio(b) > 1.0)
+                continue;
+            if (lose_d < 0 || b->density < lose_d) {
+                lose_d = b->density;
+                lose_r = row_ratio(b);
+            }
+        }
+        if (!header) {
+            fprintf(f, "crossover density per ISA (highest CSR density at which sparse beats the "
+                       "dense baseline of its precision, same run):\n");
+            header = 1;
+        }
+        fprintf(f, "  %-30s %-11s %-16s vs %-22s ", a->kernel, a->isa, a->shape, a->ob_op);
+        if (win_d < 0)
+            fprintf(f, "none: slower at every density down to 0.05\n");
+        else if (lose_d < 0)
+            fprintf(f, ">= %.2f (faster at every density measured, %.2fx at %.2f)\n", win_d, win_r,
+                    win_d);
+        else
+            fprintf(f, "%.2f on the grid (%.2fx), ~%.2f interpolated (%.2fx at %.2f)\n", win_d,
+                    win_r, win_d + (lose_d - win_d) * (win_r - 1.0) / (win_r - lose_r), lose_r,
+                    lose_d);
+    }
 }
 
 static void print_table(const struct rows *rs)
 {
     const struct efc_cpu_features *f = efc_cpu_features();
-    printf("cpu: %s; single thread; GOP/s = 2*m*n*k per call (median)\n", f->brand);
-    printf("%-30s %-11s %-13s %5s %5s %5s %9s %9s %-5s %-10s %6s\n", "kernel", "isa", "shape", "m",
-           "n", "k", "GOP/s", "BLAS", "op", "core", "ratio");
+    int dense = 0, sparse = 0;
     for (size_t i = 0; i < rs->n; i++) {
-        const struct row *r = &rs->r[i];
-        printf("%-30s %-11s %-13s %5d %5d %5d %9.2f %9.2f %-5s %-10s %6.2f\n", r->kernel, r->isa,
-               r->shape, (int)r->m, (int)r->n, (int)r->k, r->gops, r->ob_gops, r->ob_op, r->core,
-               r->ob_gops > 0 ? r->gops / r->ob_gops : 0.0);
+        if (rs->r[i].density < 0)
+            dense = 1;
+        else
+            sparse = 1;
+    }
+    printf("cpu: %s; single thread; GOP/s = 2*m*n*k per call (median)\n", f->brand);
+    if (dense) {
+        printf("%-30s %-11s %-13s %5s %5s %5s %9s %9s %-5s %-10s %6s\n", "kernel", "isa", "shape",
+               "m", "n", "k", "GOP/s", "BLAS", "op", "core", "ratio");
+        for (size_t i = 0; i < rs->n; i++) {
+            const struct row *r = &rs->r[i];
+            if (r->density >= 0)
+                continue;
+            printf("%-30s %-11s %-13s %5d %5d %5d %9.2f %9.2f %-5s %-10s %6.2f\n", r->kernel,
+                   r->isa, r->shape, (int)r->m, (int)r->n, (int)r->k, r->gops, r->ob_gops, r->ob_op,
+                   r->core, row_ratio(r));
+        }
+    }
+    if (sparse) {
+        printf("%ssparse: %d x %d weights; GOP/s counts the dense work 2*m*n*k, so ratio = dense "
+               "time / sparse time\n",
+               dense ? "\n" : "", SP_DIM, SP_DIM);
+        printf("%-30s %-11s %-16s %-4s %7s %9s %9s %-24s %9s %-10s %6s\n", "kernel", "isa", "shape",
+               "fmt", "density", "us", "GOP/s", "baseline", "base", "core", "ratio");
+        for (size_t i = 0; i < rs->n; i++) {
+            const struct row *r = &rs->r[i];
+            if (r->density < 0)
+                continue;
+            printf("%-30s %-11s %-16s %-4s %7.2f %9.2f %9.2f %-24s %9.2f %-10s %6.2f\n", r->kernel,
+                   r->isa, r->shape, r->fmt, r->density,
+                   r->gops > 0 ? 2e-3 * r->m * (double)r->n * r->k / r->gops : 0.0, r->gops,
+                   r->ob_op, r->ob_gops, r->core, row_ratio(r));
+        }
+        printf("\n");
+        print_crossover(stdout, rs);
     }
 }
 
 int cmd_bench_kernels(int argc, char **argv)
 {
+    /* clang-format off */
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'},
         {"time-ms", required_argument, 0, 't'},
         {"shape", required_argument, 0, 's'},
+        {"sparse-only", no_argument, 0, 'S'},
         {"rows-for", required_argument, 0, 'R'}, /* internal: child mode */
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
+    /* clang-format on */
     struct rows rs = {0};
     int json = 0, c, only = -1, rc = 1;
     long time_ms = 200;
@@ -478,6 +849,9 @@ int cmd_bench_kernels(int argc, char **argv)
         }
         case 's':
             g_filter = optarg;
+            break;
+        case 'S':
+            g_sparse_only = 1;
             break;
         case 'R': {
             enum efc_isa isa;
@@ -503,12 +877,13 @@ int cmd_bench_kernels(int argc, char **argv)
         return st == EFC_OK ? 0 : cli_fail("bench-kernels", st);
     }
 
-    /* Lower ISAs first (children), then this process's own variants. */
+    /* Lower ISAs first (children), then this process's own variants; the ISAs of the dense and
+     * of the sparse lists. */
     const enum efc_isa level = efc_kernels_isa();
     const char *core = efc_blas_core();
     int spawned[32] = {0};
-    for (size_t v = 0; v < N_VARIANTS; v++) {
-        enum efc_isa isa = g_variants[v].isa;
+    for (size_t v = 0; v < N_VARIANTS + N_SP_VARIANTS; v++) {
+        enum efc_isa isa = v < N_VARIANTS ? g_variants[v].isa : g_sp_variants[v - N_VARIANTS].isa;
         if (!isa_runs_on(isa, level) || strcasecmp(efc_blas_core_wanted(isa), core) == 0)
             continue;
         if ((int)isa < 32 && spawned[isa])
@@ -523,10 +898,12 @@ int cmd_bench_kernels(int argc, char **argv)
     }
     if ((st = bench_here(-1, budget, 0, &rs)))
         goto out;
-    if (json)
+    if (json) {
         print_json(&rs);
-    else
+        print_crossover(stderr, &rs);
+    } else {
         print_table(&rs);
+    }
     rc = 0;
 out:
     if (rc)

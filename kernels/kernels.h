@@ -170,10 +170,15 @@ typedef void (*efc_k_quantize_fn)(size_t n, const float *x, float inv_scale, int
 typedef void (*efc_k_dequantize_fn)(size_t n, const uint8_t *x, float scale, int32_t zp,
                                     float *y);
 
+/* Sparse Dense / conv-as-GEMM (kernels/sparse.h defines them; entries in kernels_sparse.inc). */
+struct efc_k_spmm_f32;
+struct efc_k_spmm_u8s8;
+
 /* Every dispatched op, for code that walks the table (dispatch, tests, benches). */
 #define EFC_KERNEL_OPS(X)                                                                     \
     X(relu_f32) X(relu6_f32) X(add_f32) X(bias_act_f32) X(qgemm) X(im2row_u8) X(qdwconv)      \
-    X(qmaxpool) X(qavgpool) X(qgavgpool) X(qadd) X(quantize) X(dequantize)
+    X(qmaxpool) X(qavgpool) X(qgavgpool) X(qadd) X(quantize) X(dequantize) X(spmm_f32)        \
+    X(spmm_u8s8)
 
 struct efc_kernel_table {
     efc_k_unary_f32_fn relu_f32;
@@ -189,6 +194,8 @@ struct efc_kernel_table {
     efc_k_qadd_fn qadd;
     efc_k_quantize_fn quantize;
     efc_k_dequantize_fn dequantize;
+    const struct efc_k_spmm_f32 *spmm_f32;   /* struct entries, like qgemm */
+    const struct efc_k_spmm_u8s8 *spmm_u8s8;
 };
 
 /* Fill the table once (later calls return the first result). cap = the ISA cap; the level
