@@ -19,6 +19,7 @@
 #include "common/efc_time.h"
 #include "kernels/blas.h"
 #include "kernels/kernels.h"
+#include "model/artifact.h"
 #include "model/efm.h"
 #include "model/exec.h"
 #include "model/quant.h"
@@ -314,11 +315,11 @@ enum efc_status efc_agent_job_run(const struct efc_agent_job_ctx *ctx,
                 local->n, n_eval, job->eval_samples);
 
     /* 2. Models: the policy's starting point and the FP32 base. */
-    if ((st = efc_efm_load(model_path, &m)))
+    if ((st = efc_artifact_load_model(model_path, EFC_EFM_MAX_FILE_BYTES, &m)))
         goto fail;
     if (base_path && strcmp(base_path, model_path)) {
         stage = "loading the base model";
-        if ((st = efc_efm_load(base_path, &base)))
+        if ((st = efc_artifact_load_model(base_path, EFC_EFM_MAX_FILE_BYTES, &base)))
             goto fail;
     }
 

@@ -9,6 +9,7 @@
 #include "common/efc_log.h"
 #include "kernels/blas.h"
 #include "kernels/kernels.h"
+#include "model/artifact.h"
 #include "model/efm.h"
 
 static const struct {
@@ -76,7 +77,7 @@ void cli_json_str(FILE *f, const char *s)
 enum efc_status cli_load_model(const char *path, struct efc_model **out)
 {
     efc_err_clear();
-    return efc_efm_load(path, out);
+    return efc_artifact_load_model(path, EFC_EFM_MAX_FILE_BYTES, out); /* .efm or .efca */
 }
 
 enum efc_status cli_open_data(const char *spec, const char *split, struct efc_dataset **out)

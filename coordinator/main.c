@@ -11,11 +11,13 @@
  * Subcommands: `round` (run or resume a round) and `report` (selection of a stored round,
  * no broker).
  */
+#include <errno.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "common/efc_fs.h"
 #include "common/efc_config.h"
 #include "compress/candidates.h"
+#include "model/artifact.h"
 #include "common/efc_log.h"
 #include "common/efc_parse.h"
 #include "common/efc_policy.h"
@@ -153,7 +156,7 @@ struct coord {
         char sha[EFC_PROTO_SHA256_HEX];
         char path[PATH_MAX_];
         uint64_t bytes;
-    } arts[EFC_COORD_MAX_POLICIES];
+    } arts[EFC_COORD_MAX_POLICIES], base_art;
     int32_t n_arts;
     struct efc_coord_round round; /* the running round's spec */
 };
@@ -307,8 +310,40 @@ static int parse_grid(const char *grid, struct efc_coord_round *r)
     return rc;
 }
 
+/* The wire form of an .efm: a zstd artifact (model/artifact.h) next to the candidates,
+ * `a-<first 16 hex of the .efm digest>.efca`, made once; a gets its digest, path and size. */
+static int wire_artifact(struct coord *c, const char *cache, const char *efm_path,
+                         const char *efm_sha, struct art *a)
+{
+    char out[PATH_MAX_];
+    struct stat sb;
+    void *buf = NULL;
+    size_t n = 0;
+    uint8_t d[EFC_SHA256_BYTES];
+    if (mkdir(cache, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "efc-coordinator: %s: %s\n", cache, strerror(errno));
+        return -1;
+    }
+    int w = snprintf(out, sizeof(out), "%s/a-%.16s.efca", cache, efm_sha);
+    if (w < 0 || (size_t)w >= sizeof(out) ||
+        (stat(out, &sb) != 0 &&
+         efc_artifact_pack_file(efm_path, out, EFC_ARTIFACT_LEVEL_DEFAULT, NULL) != EFC_OK) ||
+        efc_fs_read_all(out, ART_MAX, &buf, &n) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: artifact of %s: %s\n", efm_path, efc_err_detail());
+        return -1;
+    }
+    efc_sha256(buf, n, d);
+    efc_free(buf);
+    efc_sha256_hex(d, a->sha);
+    snprintf(a->path, sizeof(a->path), "%s", out);
+    a->bytes = n;
+    (void)c;
+    return 0;
+}
+
 /* The artifact of every policy of round r: the base, or the candidate built (or found in the
- * cache) by running the policy's training steps on --train-data. */
+ * cache) by running the policy's training steps on --train-data; both sent in their zstd
+ * wire form. */
 static int build_candidates(struct coord *c, const struct efc_coord_round *r)
 {
     struct efc_dataset *train = NULL, *test = NULL;
@@ -323,13 +358,21 @@ static int build_candidates(struct coord *c, const struct efc_coord_round *r)
     if (slash)
         *slash = '\0';
     c->n_arts = r->n_policies;
+    if (wire_artifact(c, cache, c->base_path, c->base_sha, &c->base_art))
+        return -1;
+    efc_log(EFC_LOG_INFO, MOD, "base %s: artifact %s (%llu bytes on the wire, .efm %llu)",
+            c->base_path, c->base_art.path, (unsigned long long)c->base_art.bytes,
+            (unsigned long long)c->base_bytes);
+    if (efc_coord_store_model_put(c->store, c->base_art.sha, c->base_art.path,
+                                  c->base_art.bytes, EFC_COORD_MODEL_BASE) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: model: %s\n", efc_err_detail());
+        return -1;
+    }
     for (int32_t i = 0; i < r->n_policies && !rc; i++) {
         struct art *a = &c->arts[i];
         char prefix[EFC_POLICY_STR_MAX];
         struct efc_candidate cand;
-        snprintf(a->sha, sizeof(a->sha), "%s", c->base_sha);
-        snprintf(a->path, sizeof(a->path), "%s", c->base_path);
-        a->bytes = c->base_bytes;
+        *a = c->base_art;
         if (efc_policy_prefix(r->policies[i], prefix, sizeof(prefix)) != EFC_OK) {
             fprintf(stderr, "efc-coordinator: %s: %s\n", r->policies[i], efc_err_detail());
             rc = -1;
@@ -366,9 +409,10 @@ static int build_candidates(struct coord *c, const struct efc_coord_round *r)
         efc_log(EFC_LOG_INFO, MOD, "candidate for %s: %s %s (%llu bytes%s)", r->policies[i],
                 cand.cached ? "cached" : "built", cand.path, (unsigned long long)cand.bytes,
                 cand.cached ? "" : ", trained now");
-        snprintf(a->sha, sizeof(a->sha), "%s", cand.sha256);
-        snprintf(a->path, sizeof(a->path), "%s", cand.path);
-        a->bytes = cand.bytes;
+        if (wire_artifact(c, cache, cand.path, cand.sha256, a)) {
+            rc = -1;
+            break;
+        }
         if (efc_coord_store_model_put(c->store, a->sha, a->path, a->bytes,
                                       EFC_COORD_MODEL_CANDIDATE) != EFC_OK) {
             fprintf(stderr, "efc-coordinator: model: %s\n", efc_err_detail());
@@ -492,7 +536,8 @@ static void on_chunk_req(struct coord *c, const char *dev, const void *payload, 
         c->n_rejected++;
         return;
     }
-    const char *path = !strcmp(req.sha256, c->base_sha) ? c->base_path : NULL;
+    const char *path = c->n_arts && !strcmp(req.sha256, c->base_art.sha) ? c->base_art.path
+                                                                          : NULL;
     for (int32_t i = 0; i < c->n_arts && !path; i++)
         if (!strcmp(req.sha256, c->arts[i].sha))
             path = c->arts[i].path;
@@ -608,10 +653,12 @@ static void publish_job(struct coord *c, struct dev *d, const struct efc_coord_j
     snprintf(j.device_id, sizeof(j.device_id), "%s", d->id);
     snprintf(j.policy, sizeof(j.policy), "%s", job->policy);
     const struct art *a = art_of(c, job->policy, &c->round);
-    snprintf(j.model_sha256, sizeof(j.model_sha256), "%s", a ? a->sha : c->base_sha);
-    j.model_bytes = a ? a->bytes : c->base_bytes;
-    snprintf(j.base_sha256, sizeof(j.base_sha256), "%s", c->base_sha);
-    j.base_bytes = c->base_bytes;
+    if (!a)
+        a = &c->base_art;
+    snprintf(j.model_sha256, sizeof(j.model_sha256), "%s", a->sha);
+    j.model_bytes = a->bytes;
+    snprintf(j.base_sha256, sizeof(j.base_sha256), "%s", c->base_art.sha);
+    j.base_bytes = c->base_art.bytes;
     j.calib_samples = (int32_t)c->o.calib;
     j.eval_samples = (int32_t)c->o.eval;
     j.batch = (int32_t)c->o.batch;

@@ -320,3 +320,30 @@ enum efc_status efc_artifact_unpack_file(const char *in_art, const char *out_efm
     efc_free(efm);
     return st;
 }
+
+enum efc_status efc_artifact_load_model(const char *path, size_t max_bytes,
+                                        struct efc_model **out)
+{
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    *out = NULL;
+    if (f) {
+        size_t got = fread(magic, 1, sizeof(magic), f);
+        fclose(f);
+        if (got != sizeof(magic))
+            memset(magic, 0, sizeof(magic));
+    }
+    if (memcmp(magic, "EFCA", 4) != 0)
+        return efc_efm_load(path, out); /* a plain .efm (or its own error) */
+    void *art = NULL, *efm = NULL;
+    size_t art_len = 0, efm_len = 0;
+    enum efc_status st = efc_fs_read_all(path, max_bytes + EFC_ARTIFACT_HEADER_BYTES, &art,
+                                         &art_len);
+    if (st == EFC_OK)
+        st = efc_artifact_unpack(art, art_len, max_bytes, &efm, &efm_len);
+    efc_free(art);
+    if (st == EFC_OK)
+        st = efc_efm_decode(efm, efm_len, path, out);
+    efc_free(efm);
+    return st;
+}

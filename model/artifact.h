@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/model.h"
+
 #include "common/efc_sha256.h"
 #include "common/efc_status.h"
 
@@ -73,5 +75,10 @@ enum efc_status efc_artifact_pack_file(const char *in_efm, const char *out_art, 
                                        struct efc_artifact_info *info);
 enum efc_status efc_artifact_unpack_file(const char *in_art, const char *out_efm, size_t max_bytes,
                                          struct efc_artifact_info *info);
+
+/* Load a model from either form: an artifact (EFCA magic: unpacked in memory, bounded by
+ * max_bytes of .efm, verified) or a plain .efm file (efc_efm_load). Errors as those. */
+enum efc_status efc_artifact_load_model(const char *path, size_t max_bytes,
+                                        struct efc_model **out);
 
 #endif
