@@ -409,6 +409,16 @@ static int build_candidates(struct coord *c, const struct efc_coord_round *r)
         efc_log(EFC_LOG_INFO, MOD, "candidate for %s: %s %s (%llu bytes%s)", r->policies[i],
                 cand.cached ? "cached" : "built", cand.path, (unsigned long long)cand.bytes,
                 cand.cached ? "" : ", trained now");
+        /* the one long step before the round: say where it is */
+        if (cand.cached)
+            printf("candidate %d/%d %s: cached\n", i + 1, r->n_policies, prefix);
+        else if (cand.val_accuracy >= 0.0f)
+            printf("candidate %d/%d %s: built in %.0f s, test accuracy %.2f %% (FP32)\n", i + 1,
+                   r->n_policies, prefix, cand.seconds, 100.0 * cand.val_accuracy);
+        else
+            printf("candidate %d/%d %s: built in %.0f s\n", i + 1, r->n_policies, prefix,
+                   cand.seconds);
+        fflush(stdout);
         if (wire_artifact(c, cache, cand.path, cand.sha256, a)) {
             rc = -1;
             break;
