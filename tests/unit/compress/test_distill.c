@@ -14,7 +14,9 @@
 
 #include "common/efc_alloc.h"
 #include "common/efc_rng.h"
+#include "compress/compress.h"
 #include "compress/distill.h"
+#include "compress/prune.h"
 #include "model/arch.h"
 #include "model/exec.h"
 
@@ -114,12 +116,43 @@ static void test_short_run(void **state)
     efc_dataset_free(train);
 }
 
+/* A combination, applied left to right: distil into a fresh student, prune it, leave int8 to
+ * the device. */
+static void test_combination(void **state)
+{
+    (void)state;
+    struct efc_dataset *all = NULL, *train = NULL;
+    if (efc_dataset_open("fashion-mnist", "train", &all) != EFC_OK) {
+        print_message("skipped: no Fashion-MNIST\n");
+        skip();
+    }
+    assert_int_equal(efc_dataset_slice(all, 0, 1000, &train), EFC_OK);
+    efc_dataset_free(all);
+    struct efc_model *m = NULL;
+    assert_int_equal(efc_arch_build("lenet5", 3, &m), EFC_OK); /* the teacher */
+    struct efc_policy pol;
+    struct efc_compress_report rep;
+    struct efc_compress_opts o = {.train = train, .seed = 2, .batch = 100};
+    assert_int_equal(efc_policy_parse("distill(student=mlp,epochs=1)+prune(sparsity=0.5,"
+                                      "finetune=1)+int8(calib=kl)",
+                                      &pol),
+                     EFC_OK);
+    assert_int_equal(efc_compress_run(&m, &pol, &o, &rep), EFC_OK);
+    assert_int_equal(rep.n_steps, 2);
+    assert_int_equal(rep.device_step, 2);
+    assert_string_equal(m->arch, "mlp"); /* the student replaced the teacher */
+    assert_true(fabs(efc_prune_model_sparsity(m) - 0.5) < 0.002);
+    efc_model_free(m);
+    efc_dataset_free(train);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradient),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_short_run),
+        cmocka_unit_test(test_combination),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
