@@ -9,7 +9,10 @@
 #  (5) running `round` again with the same arguments reports the finished round (same id, no
 #      new jobs or results);
 #  (6) a second round in a fresh database, its coordinator SIGKILLed after the first stored
-#      result and restarted: the round is resumed and completes, one result per job.
+#      result and restarted: the round is resumed and completes, one result per job;
+#  (7) a round whose policies have training steps (prune, lowrank): the coordinator builds the
+#      candidates on its own training data, ships them as artifacts, the agents run the int8
+#      step on them; a new round reuses the cached candidates.
 # Usage: coord_round.sh BUILD_DIR. Prints "N passed, M failed". SKIP (exit 0) without mosquitto
 # or the Fashion-MNIST files. Bounded: every wait has a deadline (< 90 s in total).
 set -uo pipefail
@@ -129,6 +132,30 @@ if timeout 80 "$coord_bin" "${args6[@]}" > "$tmp/kill2.out" 2> "$tmp/kill2.log" 
         && grep -q "resumed" "$tmp/kill2.log" && grep -q "$want6" "$tmp/kill2.out"; then
     ok "restarted coordinator resumed the round: $want6"
 else bad "resume after SIGKILL"; cat "$tmp/kill2.out" "$tmp/kill2.log"; fi
+
+# (7) policies with training steps: candidates built on the coordinator, shipped as artifacts
+grid7="fp32;prune(sparsity=0.5)+int8(calib=minmax,weights=tensor);lowrank(rank=8)+int8(calib=minmax,weights=tensor)"
+n7=$((3 * n_classes))
+args7=(--broker "$url" --db "$tmp/cand.db" round --base "$model" --grid "$grid7" --sla-drop 0.5
+       --train-data fashion-mnist --candidates "$tmp/cands" --calib 128 --eval 300 --runs 5
+       --batch 8 --min-devices 2 --timeout 60 --job-timeout 30)
+want7="jobs=$n7 done=$n7 failed=0 expired=0 unfinished=0 results=$n7 distinct_jobs=$n7"
+if timeout 80 "$coord_bin" "${args7[@]}" > "$tmp/cand.out" 2> "$tmp/cand.log" \
+        && grep -q "$want7" "$tmp/cand.out"; then
+    ok "training-step policies: $want7"
+else bad "round with training-step policies"; cat "$tmp/cand.out" "$tmp/cand.log"; fi
+n_c=$(ls "$tmp/cands"/c-*.efm 2>/dev/null | wc -l); n_a=$(ls "$tmp/cands"/a-*.efca 2>/dev/null | wc -l)
+[[ $n_c -eq 2 && $n_a -eq 3 ]] && ok "2 candidates built, 3 wire artifacts (base + 2)" \
+    || bad "candidates: $n_c .efm, $n_a .efca"
+shas=$(grep -ohE "artifact=[0-9a-f]{16}" "$tmp"/agent-*.log | sort -u | wc -l)
+[[ $shas -ge 3 ]] && ok "agents fetched $shas distinct artifacts" || bad "agents fetched $shas artifact(s)"
+grep -q "prune(sparsity=0.5): built" "$tmp/cand.out" && ok "candidate progress printed" \
+    || bad "no candidate progress line"
+# (a new round id: the agents rightly ignore a job id they have already been acked for)
+if timeout 80 "$coord_bin" "${args7[@]}" --round-id r-cand2 > "$tmp/cand2.out" 2> "$tmp/cand2.log" \
+        && grep -q "prune(sparsity=0.5): cached" "$tmp/cand2.out" && grep -q "$want7" "$tmp/cand2.out"; then
+    ok "a new round reuses the cached candidates"
+else bad "cached candidates"; cat "$tmp/cand2.out"; fi
 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 for p in "${pids[@]}"; do
