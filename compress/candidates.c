@@ -104,11 +104,12 @@ enum efc_status efc_compress_store_compact(struct efc_model *m)
             nd->inputs[1] < 0)
             continue;
         int32_t t = nd->inputs[1];
-        size_t dense = efc_tensor_storage_bytes(&m->tensors[t]);
+        /* the bytes the tensor takes in the file (sparse indices are coded compactly there) */
+        size_t dense = efc_efm_tensor_file_bytes(&m->tensors[t]);
         enum efc_status st = efc_tensor_sparsify(m, t);
         if (st != EFC_OK)
             return st;
-        if (efc_tensor_storage_bytes(&m->tensors[t]) >= dense &&
+        if (efc_efm_tensor_file_bytes(&m->tensors[t]) >= dense &&
             (st = efc_tensor_densify(m, t)) != EFC_OK)
             return st;
     }

@@ -53,7 +53,8 @@ enum efc_status efc_candidate_build(const char *base_path, const char *base_sha,
                                     const char *prefix, const struct efc_compress_opts *opts,
                                     const char *cache_dir, struct efc_candidate *out);
 
-/* Store pruned weight tensors as CSR where that takes fewer bytes (after pruning). */
+/* Store pruned weight tensors as CSR where that takes fewer bytes in the .efm file (after
+ * pruning; model/efm.h efc_efm_tensor_file_bytes). */
 enum efc_status efc_compress_store_compact(struct efc_model *m);
 
 #endif

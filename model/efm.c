@@ -42,15 +42,18 @@ static const uint8_t efm_magic[8] = {'E', 'F', 'M', '1', '\r', '\n', 0x1a, '\n'}
 #define EFM_ARRAY_HDR_BYTES 8u /* u32 count, u32 reserved */
 #define EFM_DATA_ALIGN 64u
 #define EFM_SEC_ALIGN 8u
-/* Header flag: some sparse record stores col_idx as u16 (docs/format.md, sparse section).
- * A flag rather than a version bump: files without it stay readable by every version-1
- * reader, and readers that predate it refuse files with it (EVERSION) instead of misreading
- * them. */
+/* Header flags, one per col_idx encoding newer than i32 (docs/format.md, sparse section):
+ * some sparse record stores col_idx as u16 / as Rice-coded gaps. Flags rather than a version
+ * bump: files without them stay readable by every version-1 reader, and readers that predate
+ * a flag refuse files with it (EVERSION) instead of misreading them. */
 #define EFM_FLAG_IDX16 0x1u
-#define EFM_KNOWN_FLAGS EFM_FLAG_IDX16
-/* sparse record field col_idx_width: 0 = i32 entries (the original encoding), 2 = u16 */
+#define EFM_FLAG_IDXRICE 0x2u
+#define EFM_KNOWN_FLAGS (EFM_FLAG_IDX16 | EFM_FLAG_IDXRICE)
+/* sparse record field col_idx_enc (formerly col_idx_width; 0 and 2 keep their meaning):
+ * 0 = i32 entries (the original encoding), 2 = u16, 3 = Rice-coded gaps (bit stream) */
 #define EFM_IDX_I32 0u
 #define EFM_IDX_U16 2u
+#define EFM_IDX_RICE 3u
 #define EFM_IDX16_MAX_COLS 65536 /* column indices 0..65535 */
 
 /* Limits: far beyond any edge model, small enough that counts times record sizes cannot
@@ -388,39 +391,153 @@ static uint64_t values_bytes(const struct efc_tensor *t)
     return efc_tensor_bytes(t);
 }
 
-/* Width of a sparse tensor's col_idx entries in the file: u16 whenever every column index
- * fits. Measured (docs/format.md, "Index width"): 21-37 % off the .efm of a 90 %-sparse
- * model (FP32 or INT8); its artifact barely changes (zstd already squeezed the zero high
- * bytes of i32 indices), so this is for what a device stores and maps, not the wire. */
-static uint32_t idx_width(const struct efc_sparse *s)
+/* ---- col_idx encodings (docs/format.md, sparse section) ----
+ *
+ * Rice-coded gaps: row by row, each column index as its gap g = col - prev >= 1 to the
+ * previous one in the row (prev = -1 at a row's start), coded as v = g - 1: v >> k one-bits,
+ * a zero-bit, then the k low bits of v, least significant first; bits fill each byte from its
+ * least significant bit, rows follow each other without alignment, zero bits pad the last
+ * byte. k is not stored: it is floor(log2(floor(cols / n))) for a row of n entries (row_ptr
+ * gives n), near the best Rice parameter for gaps of mean cols / n (on the pruned models of
+ * docs/format.md within 0.3 % of the best k chosen per row). Every gap has exactly one code,
+ * so an encoding is canonical and a loaded file re-encodes to its bytes. Why Rice rather than
+ * gaps in bytes or a bitmask left to zstd: measured smaller both as .efm and as artifact
+ * (docs/format.md, "Index encoding"); zstd codes all literals of a block with one Huffman
+ * table, so byte gaps mixed with the weights never reach their own entropy. */
+
+static uint32_t floor_log2(uint32_t v) /* v >= 1 */
 {
-    return s->cols <= EFM_IDX16_MAX_COLS ? EFM_IDX_U16 : EFM_IDX_I32;
+    uint32_t k = 0;
+    while (v >>= 1)
+        k++;
+    return k;
 }
 
-static uint64_t idx_entry_bytes(uint32_t width)
+/* Rice parameter of a row of n entries (1 <= n <= cols). */
+static uint32_t rice_k(int32_t cols, int32_t n)
 {
-    return width == EFM_IDX_U16 ? 2u : 4u;
+    return floor_log2((uint32_t)(cols / n));
 }
 
-/* Enough of the CSR structure for encoding to read inside its arrays; the loader's
- * efc_model_check validates the rest. */
-static enum efc_status check_sparse_mem(const struct efc_tensor *t, int32_t i)
+/* Bits of the Rice stream of a valid CSR (check_sparse_mem). Each entry takes at most
+ * k + 1 + cols / 2^k bits and k < 31, so the sum stays far below 2^64. */
+static uint64_t rice_bits(const struct efc_sparse *s)
+{
+    uint64_t bits = 0;
+    for (int32_t r = 0; r < s->rows; r++) {
+        int32_t n = s->row_ptr[r + 1] - s->row_ptr[r], prev = -1;
+        uint32_t k;
+        if (n == 0)
+            continue;
+        k = rice_k(s->cols, n);
+        for (int32_t j = s->row_ptr[r]; j < s->row_ptr[r + 1]; j++) {
+            uint32_t v = (uint32_t)(s->col_idx[j] - prev - 1);
+            bits += (uint64_t)(v >> k) + 1 + k;
+            prev = s->col_idx[j];
+        }
+    }
+    return bits;
+}
+
+/* Writes the Rice stream of a valid CSR into dst, which is zeroed and rice_bits() / 8 bytes
+ * long (rounded up). */
+static void rice_write(const struct efc_sparse *s, uint8_t *dst)
+{
+    uint64_t pos = 0;
+    for (int32_t r = 0; r < s->rows; r++) {
+        int32_t n = s->row_ptr[r + 1] - s->row_ptr[r], prev = -1;
+        uint32_t k;
+        if (n == 0)
+            continue;
+        k = rice_k(s->cols, n);
+        for (int32_t j = s->row_ptr[r]; j < s->row_ptr[r + 1]; j++) {
+            uint32_t v = (uint32_t)(s->col_idx[j] - prev - 1);
+            for (uint32_t q = v >> k; q > 0; q--, pos++)
+                dst[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+            pos++; /* the zero-bit ending the quotient */
+            for (uint32_t b = 0; b < k; b++, pos++)
+                if ((v >> b) & 1u)
+                    dst[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+            prev = s->col_idx[j];
+        }
+    }
+}
+
+/* The col_idx encoding the writer uses for a valid CSR, and its byte count: the smallest of
+ * i32, u16 (only if every column fits) and Rice; on a tie the older one, so that a file uses
+ * a newer encoding (and its header flag, closing it to older readers) only where that saves
+ * bytes. Measured (docs/format.md, "Index encoding"): Rice takes 3.6-4.7 bits per entry on
+ * the pruned models there (u16: 16), which cuts their artifacts by 10-20 % where u16 did not
+ * change them. An entry costs about k + 2.5 bits, so u16 stays smaller only for rows with one
+ * entry per 2^14 columns or fewer; i32 only for empty tensors (nnz = 0: all are 0 bytes). */
+static uint32_t idx_enc(const struct efc_sparse *s, uint64_t *bytes)
+{
+    uint64_t wide = (uint64_t)s->nnz * 4, narrow = (uint64_t)s->nnz * 2;
+    uint64_t rice = (rice_bits(s) + 7) / 8;
+    uint32_t enc = EFM_IDX_I32;
+
+    *bytes = wide;
+    if (s->cols <= EFM_IDX16_MAX_COLS && narrow < *bytes) {
+        enc = EFM_IDX_U16;
+        *bytes = narrow;
+    }
+    if (rice < *bytes) {
+        enc = EFM_IDX_RICE;
+        *bytes = rice;
+    }
+    return enc;
+}
+
+/* The whole CSR structure, before anything is sized or written: the Rice and u16 encodings
+ * can only represent in-range, strictly increasing indices (u16 would wrap an out-of-range
+ * index into a valid-looking one), so the writer refuses an invalid in-memory CSR instead of
+ * writing a file the loader would reject. quiet: no error detail (a size query must not
+ * overwrite the caller's). */
+#define MEMFAIL(...) (quiet ? EFC_EINVAL : efc_errf(EFC_EINVAL, __VA_ARGS__))
+
+static enum efc_status check_sparse_mem(const struct efc_tensor *t, int32_t i, int quiet)
 {
     const struct efc_sparse *s = t->sparse;
     if (!(t->flags & EFC_TENSOR_PARAM) || s->layout != EFC_LAYOUT_CSR ||
         s->rows != t->dims[0] || s->cols < 1 ||
         (size_t)s->rows * (size_t)s->cols != efc_tensor_numel(t) || s->nnz < 0 ||
         (size_t)s->nnz > efc_tensor_numel(t) || !s->row_ptr || !s->col_idx)
-        return efc_errf(EFC_EINVAL, "efm encode: tensor %d '%s': bad sparse layout", i, t->name);
-    /* u16 entries would silently wrap an out-of-range index into a valid-looking one; i32
-     * entries are written as they are and the loader rejects them */
-    if (idx_width(s) == EFM_IDX_U16)
-        for (int32_t k = 0; k < s->nnz; k++)
+        return MEMFAIL("efm encode: tensor %d '%s': bad sparse layout", i, t->name);
+    if (s->row_ptr[0] != 0 || s->row_ptr[s->rows] != s->nnz)
+        return MEMFAIL("efm encode: tensor %d '%s': row_ptr runs %d..%d, nnz %d", i, t->name,
+                       s->row_ptr[0], s->row_ptr[s->rows], s->nnz);
+    for (int32_t r = 0; r < s->rows; r++) {
+        if (s->row_ptr[r + 1] < s->row_ptr[r] || s->row_ptr[r + 1] > s->nnz)
+            return MEMFAIL("efm encode: tensor %d '%s': row_ptr[%d] = %d", i, t->name, r + 1,
+                           s->row_ptr[r + 1]);
+        for (int32_t k = s->row_ptr[r]; k < s->row_ptr[r + 1]; k++) {
             if (s->col_idx[k] < 0 || s->col_idx[k] >= s->cols)
-                return efc_errf(EFC_EINVAL,
-                                "efm encode: tensor %d '%s': col_idx[%d] = %d, %d columns", i,
-                                t->name, k, s->col_idx[k], s->cols);
+                return MEMFAIL("efm encode: tensor %d '%s': col_idx[%d] = %d, %d columns", i,
+                               t->name, k, s->col_idx[k], s->cols);
+            if (k > s->row_ptr[r] && s->col_idx[k] <= s->col_idx[k - 1])
+                return MEMFAIL("efm encode: tensor %d '%s': row %d: col_idx[%d] = %d not after "
+                               "%d",
+                               i, t->name, r, k, s->col_idx[k], s->col_idx[k - 1]);
+        }
+    }
     return EFC_OK;
+}
+#undef MEMFAIL
+
+size_t efc_efm_tensor_file_bytes(const struct efc_tensor *t)
+{
+    const struct efc_sparse *s;
+    uint64_t idx;
+
+    if (!t || !(t->flags & EFC_TENSOR_PARAM))
+        return 0;
+    if (!(s = t->sparse))
+        return efc_tensor_bytes(t);
+    if (check_sparse_mem(t, -1, 1) != EFC_OK)
+        return SIZE_MAX;
+    (void)idx_enc(s, &idx);
+    return (size_t)((uint64_t)s->nnz * efc_dtype_size(t->dtype) + ((uint64_t)s->rows + 1) * 4 +
+                    idx);
 }
 
 static enum efc_status check_qparams_mem(const struct efc_tensor *t, int32_t i)
@@ -462,7 +579,7 @@ static enum efc_status check_model_mem(const struct efc_model *m)
                 return st;
         }
         if (t->sparse) {
-            enum efc_status st = check_sparse_mem(t, i);
+            enum efc_status st = check_sparse_mem(t, i, 0);
             if (st)
                 return st;
         }
@@ -521,13 +638,17 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
         if (t->flags & EFC_TENSOR_PARAM)
             data_total = align_up(data_total, EFM_DATA_ALIGN) + values_bytes(t);
         if (t->sparse) { /* then row_ptr and col_idx, each in its own aligned block */
+            uint64_t idx_bytes;
+            uint32_t enc;
             n_sparse++;
             data_total = align_up(data_total, EFM_DATA_ALIGN) +
                          ((uint64_t)t->sparse->rows + 1) * 4;
-            data_total = align_up(data_total, EFM_DATA_ALIGN) +
-                         (uint64_t)t->sparse->nnz * idx_entry_bytes(idx_width(t->sparse));
-            if (idx_width(t->sparse) == EFM_IDX_U16)
+            enc = idx_enc(t->sparse, &idx_bytes);
+            data_total = align_up(data_total, EFM_DATA_ALIGN) + idx_bytes;
+            if (enc == EFM_IDX_U16)
                 flags |= EFM_FLAG_IDX16;
+            if (enc == EFM_IDX_RICE)
+                flags |= EFM_FLAG_IDXRICE;
         }
     }
 
@@ -633,7 +754,8 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
             }
             if (t->sparse) {
                 const struct efc_sparse *s = t->sparse;
-                uint32_t w = idx_width(s);
+                uint64_t idx_bytes;
+                uint32_t w = idx_enc(s, &idx_bytes);
                 wr32(sp, (uint32_t)i);
                 wr32(sp + 4, (uint32_t)s->layout);
                 wri32(sp + 8, s->rows);
@@ -647,8 +769,11 @@ enum efc_status efc_efm_encode(const struct efc_model *m, void **out, size_t *ou
                     wri32(buf + doff, s->row_ptr[r]);
                 doff = align_up(doff, EFM_DATA_ALIGN);
                 wr64(sp + 40, doff);
-                wr64(sp + 48, (uint64_t)s->nnz * idx_entry_bytes(w));
-                if (w == EFM_IDX_U16) { /* check_sparse_mem: 0 <= col_idx < cols <= 65536 */
+                wr64(sp + 48, idx_bytes);
+                if (w == EFM_IDX_RICE) { /* buf is zeroed (calloc) */
+                    rice_write(s, buf + doff);
+                    doff += idx_bytes;
+                } else if (w == EFM_IDX_U16) { /* check_sparse_mem: 0 <= col_idx < cols */
                     for (int32_t k = 0; k < s->nnz; k++, doff += 2) {
                         buf[doff] = (uint8_t)s->col_idx[k];
                         buf[doff + 1] = (uint8_t)((uint32_t)s->col_idx[k] >> 8);
@@ -732,6 +857,7 @@ struct dec {
     const char *what;
     uint32_t flags;   /* header flags (EFM_KNOWN_FLAGS only) */
     uint32_t n_idx16; /* sparse records with u16 col_idx */
+    uint32_t n_rice;  /* sparse records with Rice-coded col_idx */
     struct sec s[EFM_SEC_KNOWN_MAX + 1];
     struct efc_model *m;
 };
@@ -1007,8 +1133,16 @@ static enum efc_status parse_sparse_hdr(struct dec *d, uint32_t n_tensors, uint3
                              ti, cols, EFM_IDX16_MAX_COLS);
             d->n_idx16++;
             break;
+        case EFM_IDX_RICE:
+            if (!(d->flags & EFM_FLAG_IDXRICE))
+                return DFAIL(d, "sparse",
+                             "record %u: tensor %u: Rice col_idx without header flag 0x%x", j, ti,
+                             EFM_FLAG_IDXRICE);
+            d->n_rice++;
+            break;
         default:
-            return DFAIL(d, "sparse", "record %u: tensor %u: col_idx width %u (0 = i32, 2 = u16)",
+            return DFAIL(d, "sparse",
+                         "record %u: tensor %u: col_idx encoding %u (0 = i32, 2 = u16, 3 = Rice)",
                          j, ti, rd32(r + 20));
         }
     }
@@ -1016,20 +1150,124 @@ static enum efc_status parse_sparse_hdr(struct dec *d, uint32_t n_tensors, uint3
     return EFC_OK;
 }
 
+/* Bit reader over a Rice stream (see rice_bits): bit i is bit i % 8 of byte i / 8. */
+struct bitrd {
+    const uint8_t *p;
+    uint64_t n_bits, pos;
+};
+
+static int bit_next(struct bitrd *b, uint32_t *bit)
+{
+    if (b->pos >= b->n_bits)
+        return 0;
+    *bit = (b->p[b->pos >> 3] >> (b->pos & 7)) & 1u;
+    b->pos++;
+    return 1;
+}
+
+/* Decodes tensor i's Rice-coded col_idx block [p, p + bytes) into col_idx (nnz entries),
+ * row by row with the entry counts of row_ptr (validated: row_ptr[0] = 0, non-decreasing,
+ * row_ptr[rows] = nnz, at most cols entries per row). Every index is checked while it is
+ * decoded, before the next bit is read: in [0, cols) (so strictly increasing, gaps being
+ * >= 1); the stream must end exactly in the block's last byte with zero padding bits. The
+ * work is bounded by the block's bits: each loop step consumes one. */
+static enum efc_status rice_decode(struct dec *d, uint32_t i, const char *tname, int32_t rows,
+                                   int32_t cols, const int32_t *row_ptr, const uint8_t *p,
+                                   uint64_t bytes, int32_t *col_idx)
+{
+    struct bitrd b = {p, bytes * 8, 0};
+    uint32_t bit;
+
+    for (int32_t r = 0; r < rows; r++) {
+        int32_t n = row_ptr[r + 1] - row_ptr[r];
+        int64_t prev = -1;
+        uint32_t k;
+        if (n == 0)
+            continue;
+        k = rice_k(cols, n);
+        for (int32_t j = row_ptr[r]; j < row_ptr[r + 1]; j++) {
+            /* col = prev + 1 + (q << k) + rem, rem < 2^k: refuse q as soon as the column
+             * would pass the last one even with rem = 0 */
+            int64_t room = (int64_t)cols - 2 - prev, q = 0, rem = 0;
+            for (;;) {
+                if (!bit_next(&b, &bit))
+                    return DFAIL(d, "sparse",
+                                 "tensor %u '%s': Rice col_idx ends in row %d "
+                                 "(entry %d of %d): truncated",
+                                 i, tname, r, j - row_ptr[r] + 1, n);
+                if (!bit)
+                    break;
+                if (++q << k > room)
+                    return DFAIL(d, "sparse",
+                                 "tensor %u '%s': Rice col_idx: row %d entry %d "
+                                 "passes column %d (%d columns)",
+                                 i, tname, r, j - row_ptr[r] + 1, cols - 1, cols);
+            }
+            for (uint32_t t = 0; t < k; t++) {
+                if (!bit_next(&b, &bit))
+                    return DFAIL(d, "sparse",
+                                 "tensor %u '%s': Rice col_idx ends in row %d "
+                                 "(entry %d of %d): truncated",
+                                 i, tname, r, j - row_ptr[r] + 1, n);
+                rem |= (int64_t)bit << t;
+            }
+            prev += 1 + (q << k) + rem;
+            if (prev >= cols)
+                return DFAIL(d, "sparse",
+                             "tensor %u '%s': Rice col_idx: row %d entry %d is "
+                             "column %lld (%d columns)",
+                             i, tname, r, j - row_ptr[r] + 1, (long long)prev, cols);
+            col_idx[j] = (int32_t)prev;
+        }
+    }
+    if ((b.pos + 7) / 8 != bytes)
+        return DFAIL(d, "sparse",
+                     "tensor %u '%s': Rice col_idx block is %llu bytes, its %llu "
+                     "bits need %llu (trailing bytes)",
+                     i, tname, (unsigned long long)bytes, (unsigned long long)b.pos,
+                     (unsigned long long)(b.pos + 7) / 8);
+    while (bit_next(&b, &bit))
+        if (bit)
+            return DFAIL(d, "sparse", "tensor %u '%s': Rice col_idx: padding bit %llu is set", i,
+                         tname, (unsigned long long)b.pos - 1);
+    return EFC_OK;
+}
+
+/* Entry counts of a row_ptr read from the file, for decoding before efc_model_check sees
+ * it: starts at 0, non-decreasing, at most cols per row, ends at nnz. */
+static enum efc_status check_row_ptr(struct dec *d, uint32_t i, const char *tname, int32_t rows,
+                                     int32_t cols, int32_t nnz, const int32_t *row_ptr)
+{
+    if (row_ptr[0] != 0)
+        return DFAIL(d, "sparse", "tensor %u '%s': row_ptr[0] = %d, must be 0", i, tname,
+                     row_ptr[0]);
+    for (int32_t r = 0; r < rows; r++)
+        if (row_ptr[r + 1] < row_ptr[r] || row_ptr[r + 1] - row_ptr[r] > cols ||
+            row_ptr[r + 1] > nnz)
+            return DFAIL(d, "sparse",
+                         "tensor %u '%s': row_ptr[%d] = %d after %d (%d columns, "
+                         "nnz %d)",
+                         i, tname, r + 1, row_ptr[r + 1], row_ptr[r], cols, nnz);
+    if (row_ptr[rows] != nnz)
+        return DFAIL(d, "sparse", "tensor %u '%s': row_ptr[%d] = %d, nnz %d", i, tname, rows,
+                     row_ptr[rows], nnz);
+    return EFC_OK;
+}
+
 /* Record r of the sparse section belongs to tensor i (parsed up to its data entry
  * doff/dbytes): checks the record against the tensor, then the blocks of the nnz values,
- * row_ptr and col_idx (in this order), and maps the index arrays in place. The CSR contents
- * are validated by efc_model_check before any use. */
+ * row_ptr and col_idx (in this order). i32 index arrays are mapped in place (their contents
+ * are validated by efc_model_check before any use); u16 and Rice ones are decoded into owned
+ * i32 arrays, as the IR wants (model.h). */
 static enum efc_status parse_sparse_tensor(struct dec *d, const uint8_t *r, struct efc_tensor *t,
                                            uint32_t i, uint64_t numel, uint64_t doff,
                                            uint64_t dbytes, uint64_t *prev_end)
 {
     int32_t rows = rdi32(r + 8), cols = rdi32(r + 12), nnz = rdi32(r + 16);
-    uint32_t width = rd32(r + 20); /* EFM_IDX_I32 or EFM_IDX_U16 (parse_sparse_hdr) */
+    uint32_t enc = rd32(r + 20); /* EFM_IDX_I32, _U16 or _RICE (parse_sparse_hdr) */
     uint64_t rp_off = rd64(r + 24), rp_bytes = rd64(r + 32);
     uint64_t ci_off = rd64(r + 40), ci_bytes = rd64(r + 48);
-    uint64_t ci_need = (uint64_t)nnz * idx_entry_bytes(width);
-    int32_t *row_ptr, *col_idx;
+    int32_t *row_ptr = NULL, *col_idx = NULL;
     struct efc_sparse *s;
     enum efc_status st;
 
@@ -1043,43 +1281,55 @@ static enum efc_status parse_sparse_tensor(struct dec *d, const uint8_t *r, stru
         return DFAIL(d, "sparse", "tensor %u '%s': data size %llu, %d stored values need %llu", i,
                      t->name, (unsigned long long)dbytes, nnz,
                      (unsigned long long)nnz * efc_dtype_size(t->dtype));
-    if (rp_bytes != ((uint64_t)rows + 1) * 4 || ci_bytes != ci_need)
-        return DFAIL(d, "sparse", "tensor %u '%s': row_ptr %llu bytes, col_idx %llu bytes; "
-                     "rows %d and nnz %d need %llu and %llu", i, t->name,
-                     (unsigned long long)rp_bytes, (unsigned long long)ci_bytes, rows, nnz,
-                     ((unsigned long long)rows + 1) * 4, (unsigned long long)ci_need);
+    if (rp_bytes != ((uint64_t)rows + 1) * 4)
+        return DFAIL(d, "sparse", "tensor %u '%s': row_ptr %llu bytes, rows %d need %llu", i,
+                     t->name, (unsigned long long)rp_bytes, rows,
+                     ((unsigned long long)rows + 1) * 4);
+    if (enc == EFM_IDX_RICE) {
+        /* the exact length is known only after decoding (rice_decode checks it); every
+         * entry takes at least one bit */
+        if (ci_bytes < ((uint64_t)nnz + 7) / 8)
+            return DFAIL(d, "sparse",
+                         "tensor %u '%s': Rice col_idx %llu bytes cannot hold %d "
+                         "entries (one bit each at least)",
+                         i, t->name, (unsigned long long)ci_bytes, nnz);
+    } else if (ci_bytes != (uint64_t)nnz * (enc == EFM_IDX_U16 ? 2u : 4u)) {
+        return DFAIL(d, "sparse", "tensor %u '%s': col_idx %llu bytes, nnz %d needs %llu", i,
+                     t->name, (unsigned long long)ci_bytes, nnz,
+                     (unsigned long long)nnz * (enc == EFM_IDX_U16 ? 2u : 4u));
+    }
     if ((st = data_block(d, "tensors", i, t->name, "data", doff, dbytes, prev_end)) ||
         (st = data_block(d, "sparse", i, t->name, "row_ptr", rp_off, rp_bytes, prev_end)) ||
         (st = data_block(d, "sparse", i, t->name, "col_idx", ci_off, ci_bytes, prev_end)))
         return st;
-    if (width == EFM_IDX_I32) { /* used in place: 64-byte aligned, in the mapping */
+    if (enc == EFM_IDX_I32) { /* used in place: 64-byte aligned, in the mapping */
         row_ptr = (int32_t *)(void *)(d->b + rp_off);
         col_idx = (int32_t *)(void *)(d->b + ci_off);
     } else {
-        /* The IR's index arrays are i32 (model.h), so u16 entries are widened into owned
-         * arrays; row_ptr is copied too because owns_index covers both. Both sizes are
-         * inside the file (data_block), so a hostile file cannot make this allocate more
-         * than 2x its own size. */
+        /* Decoded into owned arrays; row_ptr is copied too because owns_index covers both.
+         * Both blocks lie inside the file (data_block) and nnz values of at least one byte
+         * each do too, so a hostile file cannot make this allocate more than 4x its size. */
         const uint8_t *p = d->b + ci_off;
         row_ptr = efc_malloc((size_t)rp_bytes);
         col_idx = efc_malloc(nnz ? (size_t)nnz * sizeof(int32_t) : sizeof(int32_t));
         if (!row_ptr || !col_idx) {
-            efc_free(row_ptr);
-            efc_free(col_idx);
-            return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+            st = efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+            goto fail;
         }
         for (int32_t k = 0; k <= rows; k++)
             row_ptr[k] = rdi32(d->b + rp_off + 4 * (uint64_t)k);
-        for (int32_t k = 0; k < nnz; k++)
-            col_idx[k] =
-                (int32_t)((uint32_t)p[2 * (size_t)k] | (uint32_t)p[2 * (size_t)k + 1] << 8);
+        if (enc == EFM_IDX_U16) {
+            for (int32_t k = 0; k < nnz; k++)
+                col_idx[k] =
+                    (int32_t)((uint32_t)p[2 * (size_t)k] | (uint32_t)p[2 * (size_t)k + 1] << 8);
+        } else if ((st = check_row_ptr(d, i, t->name, rows, cols, nnz, row_ptr)) ||
+                   (st = rice_decode(d, i, t->name, rows, cols, row_ptr, p, ci_bytes, col_idx))) {
+            goto fail;
+        }
     }
     if (!(s = efc_calloc(1, sizeof(*s)))) {
-        if (width != EFM_IDX_I32) {
-            efc_free(row_ptr);
-            efc_free(col_idx);
-        }
-        return efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+        st = efc_errf(EFC_ENOMEM, "%s: out of memory", d->what);
+        goto fail;
     }
     s->layout = EFC_LAYOUT_CSR;
     s->rows = rows;
@@ -1087,9 +1337,15 @@ static enum efc_status parse_sparse_tensor(struct dec *d, const uint8_t *r, stru
     s->nnz = nnz;
     s->row_ptr = row_ptr;
     s->col_idx = col_idx;
-    s->owns_index = width != EFM_IDX_I32;
+    s->owns_index = enc != EFM_IDX_I32;
     t->sparse = s;
     return EFC_OK;
+fail:
+    if (enc != EFM_IDX_I32) {
+        efc_free(row_ptr);
+        efc_free(col_idx);
+    }
+    return st;
 }
 
 static enum efc_status parse_tensors(struct dec *d)
@@ -1180,6 +1436,9 @@ static enum efc_status parse_tensors(struct dec *d)
     if ((d->flags & EFM_FLAG_IDX16) && d->n_idx16 == 0)
         return DFAIL(d, "header", "flag 0x%x (u16 col_idx) set but no sparse record uses it",
                      EFM_FLAG_IDX16);
+    if ((d->flags & EFM_FLAG_IDXRICE) && d->n_rice == 0)
+        return DFAIL(d, "header", "flag 0x%x (Rice col_idx) set but no sparse record uses it",
+                     EFM_FLAG_IDXRICE);
     return EFC_OK;
 }
 

@@ -30,4 +30,13 @@ enum efc_status efc_efm_decode(const void *buf, size_t len, const char *what,
                                struct efc_model **out);
 enum efc_status efc_efm_load(const char *path, struct efc_model **out);
 
+/* Bytes tensor t's data takes in an .efm written by this build, without alignment padding:
+ * efc_tensor_bytes for a dense parameter; for CSR the nnz values, row_ptr (4 bytes per row
+ * + 4) and col_idx in the encoding the writer picks for it (i32, u16 or Rice-coded gaps,
+ * docs/format.md), usually far fewer bytes than efc_tensor_storage_bytes counts in memory.
+ * For deciding whether storing t as CSR makes the file smaller. 0 for a tensor that is not
+ * a parameter; SIZE_MAX for an invalid CSR structure (the writer refuses it). Reads t only and
+ * leaves the error detail alone. */
+size_t efc_efm_tensor_file_bytes(const struct efc_tensor *t);
+
 #endif

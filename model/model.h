@@ -162,9 +162,10 @@ const char *efc_op_name(enum efc_op op);
 size_t efc_tensor_numel(const struct efc_tensor *t);
 /* Dense byte size: numel * dtype size, whatever the layout. */
 size_t efc_tensor_bytes(const struct efc_tensor *t);
-/* Bytes the tensor's data occupies as stored (in memory and in .efm files, without
- * alignment padding): efc_tensor_bytes for dense; for CSR the nnz values plus row_ptr and
- * col_idx (4 bytes per entry). */
+/* Bytes the tensor's data occupies in memory (without alignment padding): efc_tensor_bytes
+ * for dense; for CSR the nnz values plus row_ptr and col_idx (4 bytes per entry). .efm files
+ * store col_idx more compactly (as u16 or Rice-coded gaps, docs/format.md): what a tensor
+ * takes in a file is efc_efm_tensor_file_bytes (efm.h). */
 size_t efc_tensor_storage_bytes(const struct efc_tensor *t);
 
 enum efc_status efc_model_new(struct efc_model **out);

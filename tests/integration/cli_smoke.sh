@@ -99,12 +99,19 @@ grep -q "prunable-weight sparsity 0.8000" "$tmp/out" && ok "compress: sparsity 0
 expect 0 "eval pruned INT8" -- "$efc" eval "$tmp/mlp-p8.efm" --data fashion-mnist --json
 p=$(json_num "$tmp/out" accuracy)
 awk -v a="$p" 'BEGIN{exit !(a > 0.60)}' && ok "pruned INT8 accuracy $p > 0.60" || bad "pruned INT8 accuracy $p"
+# artifacts: pack -> unpack gives the .efm back byte for byte; inspect reports the packed size
+expect 0 "pack pruned INT8" -- "$efc" pack "$tmp/mlp-p8.efm" -o "$tmp/mlp-p8.efca"
+expect 0 "unpack it" -- "$efc" unpack "$tmp/mlp-p8.efca" -o "$tmp/mlp-p8-unpacked.efm"
+cmp -s "$tmp/mlp-p8.efm" "$tmp/mlp-p8-unpacked.efm" && ok "pack -> unpack -> cmp: identical" || bad "unpacked .efm differs"
+expect 0 "inspect pruned INT8 --json" -- "$efc" inspect "$tmp/mlp-p8.efm" --json
+a=$(json_num "$tmp/out" artifact_bytes)
+[[ -n "$a" && "$a" == "$(stat -c %s "$tmp/mlp-p8.efca")" ]] && ok "inspect artifact_bytes $a = the packed size" || bad "artifact_bytes=$a, packed $(stat -c %s "$tmp/mlp-p8.efca")"
 expect 1 "compress: impossible policy" -- "$efc" compress "$tmp/mlp.efm" --policy "prune(sparsity=1.5)" --data fashion-mnist -o "$tmp/bad.efm"
 grep -q "sparsity=1.5 is not in \[0, 1)" "$tmp/err" && ok "impossible policy names the key" || bad "policy error: $(cat "$tmp/err")"
 expect 1 "compress: policy syntax error" -- "$efc" compress "$tmp/mlp.efm" --policy "prune(sparsity=0.5" --data fashion-mnist -o "$tmp/bad.efm"
 grep -q "column" "$tmp/err" && ok "syntax error names the column" || bad "syntax error: $(cat "$tmp/err")"
 
-for c in train eval inspect bench run quantize bench-kernels compress; do expect 0 "$c --help" -- "$efc" $c --help; done
+for c in train eval inspect bench run quantize bench-kernels compress pack unpack; do expect 0 "$c --help" -- "$efc" $c --help; done
 
 echo "$pass passed, $fail failed"
 [[ $fail -eq 0 ]]

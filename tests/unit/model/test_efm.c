@@ -498,7 +498,7 @@ static void test_unsupported_version(void **state)
     wr32(buf + 8, 2);
     expect_load("v2.efm", buf, len, EFC_EVERSION);
     wr32(buf + 8, 1);
-    wr32(buf + 12, 2); /* unknown flag (0x1 is known: u16 col_idx, docs/format.md) */
+    wr32(buf + 12, 4); /* unknown flag (0x1 u16 and 0x2 Rice col_idx are known) */
     expect_load("flags.efm", buf, len, EFC_EVERSION);
     efc_free(buf);
 }

@@ -5,13 +5,15 @@
  *   and 100 % zeros and odd shapes (1x1, 1-D, an all-zero row, conv 4-D), with the CSR
  *   structure, storage bytes and parameter statistics checked against a direct count.
  * - lenet5 with fc1.weight thresholded to 90 % zeros: the sparse .efm is smaller than the
- *   dense one by the expected amount (col_idx stored as u16), loads with the values mapped in
- *   place and the indices widened into owned arrays, re-encodes to the same bytes, densifies
- *   to the original values, and the executor's outputs are bit-identical to the dense model's;
- *   clones are independent.
- * - Index width (docs/format.md): u16 col_idx up to 65536 columns, i32 (mapped in place)
- *   beyond; files written before the u16 encoding still load; the header flag and the
- *   record's width field are checked both ways.
+ *   dense one by the expected amount (efc_efm_tensor_file_bytes, checked against the file's
+ *   own sparse record), loads with the values mapped in place and the indices decoded into
+ *   owned arrays, re-encodes to the same bytes, densifies to the original values, and the
+ *   executor's outputs are bit-identical to the dense model's; clones are independent.
+ * - Index encoding (docs/format.md): the writer picks the smallest of i32, u16 and Rice-coded
+ *   gaps (bytes checked against a reference encoder here); files written with i32 (mapped in
+ *   place) or u16 indices still load and re-encode to the writer's choice; the header flags
+ *   and the record's encoding field are checked both ways; the writer refuses an invalid
+ *   in-memory CSR. tests/unit/model/test_efm_delta.c covers the Rice stream itself.
  * - efc_model_check rejects each malformed CSR structure with EPROTO naming the tensor.
  * - The loader rejects each corrupted sparse record / index array (checksum recomputed, as in
  *   test_efm.c) with EPROTO naming the file; a reader that ignores the sparse section (as
@@ -324,7 +326,7 @@ static void test_lenet5_file(void **state)
     struct efc_model *dense, *sp, *l, *c;
     char pd[512], ps[512];
     int32_t fc1;
-    size_t wbytes, sbytes;
+    size_t wbytes, sbytes, fbytes;
     long saved, expect;
     float *yd, *ys;
     void *b;
@@ -347,13 +349,22 @@ static void test_lenet5_file(void **state)
     path_of(ps, sizeof(ps), "lenet5-sparse.efm");
     assert_int_equal(efc_efm_save(dense, pd), EFC_OK);
     assert_int_equal(efc_efm_save(sp, ps), EFC_OK);
-    /* saving = dense bytes - stored bytes (in memory, 4-byte col_idx; the file stores them as
-     * u16: 2 bytes less per entry), less up to 3 x 63 bytes of alignment padding and the
-     * sparse section (8 + 56 bytes, its table entry 24, up to 7 bytes padding) */
+    /* saving = dense bytes - the bytes the file stores for fc1 (values, row_ptr and the
+     * encoded col_idx, as its sparse record states), less up to 3 x 63 bytes of alignment
+     * padding and the sparse section (8 + 56 bytes, its table entry 24, up to 7 bytes
+     * padding) */
     saved = file_size(pd) - file_size(ps);
-    expect = (long)(wbytes - sbytes) + 2L * sp->tensors[fc1].sparse->nnz;
-    print_message("lenet5: dense %ld bytes, fc1 90 %% sparse %ld bytes (fc1 %zu -> %zu bytes)\n",
-                  file_size(pd), file_size(ps), wbytes, sbytes);
+    fbytes = efc_efm_tensor_file_bytes(&sp->tensors[fc1]);
+    assert_int_equal(efc_efm_encode(sp, &b, &n), EFC_OK);
+    assert_int_equal(fbytes, (size_t)sp->tensors[fc1].sparse->nnz * 4 +
+                                 rd64(sparse_rec(b, 0) + 32) + rd64(sparse_rec(b, 0) + 48));
+    assert_int_equal(rd32(sparse_rec(b, 0) + 20), 3); /* Rice: far below u16's 2 bytes */
+    assert_true(rd64(sparse_rec(b, 0) + 48) < (uint64_t)sp->tensors[fc1].sparse->nnz);
+    efc_free(b);
+    expect = (long)(wbytes - fbytes);
+    print_message("lenet5: dense %ld bytes, fc1 90 %% sparse %ld bytes (fc1 %zu -> %zu bytes "
+                  "in memory, %zu in the file)\n",
+                  file_size(pd), file_size(ps), wbytes, sbytes, fbytes);
     assert_true(saved <= expect && saved >= expect - 3 * 63 - 64 - 24 - 7);
 
     assert_int_equal(efc_efm_load(ps, &l), EFC_OK);
@@ -362,7 +373,7 @@ static void test_lenet5_file(void **state)
         const struct efc_sparse *s0 = sp->tensors[fc1].sparse;
         const char *lo = l->map, *hi = lo + l->map_bytes;
         assert_non_null(t->sparse);
-        /* values in place; u16 col_idx widened into owned arrays (row_ptr copied with them) */
+        /* values in place; Rice col_idx decoded into owned arrays (row_ptr copied with them) */
         assert_int_equal(t->owns_data, 0);
         assert_true((const char *)t->data >= lo && (const char *)t->data < hi);
         assert_int_equal(t->sparse->owns_index, 1);
@@ -577,15 +588,19 @@ static void test_load_small_and_corruptions(void **state)
     CORRUPT("cols.efm", EFC_EPROTO, "'fc.w'", wr32(sparse_rec(buf, 0) + 12, 5));
     CORRUPT("nnz.efm", EFC_EPROTO, "data size", wr32(sparse_rec(buf, 0) + 16, 5));
     CORRUPT("nnzneg.efm", EFC_EPROTO, "section 'sparse'", wr32(sparse_rec(buf, 0) + 16, ~0u));
-    CORRUPT("width1.efm", EFC_EPROTO, "col_idx width 1", wr32(sparse_rec(buf, 0) + 20, 1));
-    CORRUPT("width4.efm", EFC_EPROTO, "col_idx width 4", wr32(sparse_rec(buf, 0) + 20, 4));
-    /* i32 width with the u16 block: the sizes disagree */
-    CORRUPT("width0.efm", EFC_EPROTO, "col_idx", wr32(sparse_rec(buf, 0) + 20, 0));
-    /* u16 entries need the header flag, and the flag needs a u16 record */
-    CORRUPT("noflag.efm", EFC_EPROTO, "without header flag", wr32(buf + 12, 0));
-    CORRUPT("flag2.efm", EFC_EVERSION, "unknown flags 0x2", wr32(buf + 12, 3));
+    CORRUPT("enc1.efm", EFC_EPROTO, "col_idx encoding 1", wr32(sparse_rec(buf, 0) + 20, 1));
+    CORRUPT("enc4.efm", EFC_EPROTO, "col_idx encoding 4", wr32(sparse_rec(buf, 0) + 20, 4));
+    /* i32 or u16 with the Rice block: the sizes disagree */
+    CORRUPT("enc0.efm", EFC_EPROTO, "col_idx", wr32(sparse_rec(buf, 0) + 20, 0));
+    CORRUPT("enc2.efm", EFC_EPROTO, "col_idx",
+            (wr32(sparse_rec(buf, 0) + 20, 2), wr32(buf + 12, 3)));
+    /* Rice entries need the header flag, and each flag needs a record using it */
+    assert_int_equal(rd32(orig + 12), 2);
+    CORRUPT("noflag.efm", EFC_EPROTO, "Rice col_idx without header flag", wr32(buf + 12, 0));
+    CORRUPT("flag1.efm", EFC_EPROTO, "flag 0x1 (u16 col_idx) set but no", wr32(buf + 12, 3));
+    CORRUPT("flag4.efm", EFC_EVERSION, "unknown flags 0x4", wr32(buf + 12, 6));
     CORRUPT("rpsize.efm", EFC_EPROTO, "row_ptr", wr64(sparse_rec(buf, 0) + 32, 24));
-    CORRUPT("cisize.efm", EFC_EPROTO, "col_idx", wr64(sparse_rec(buf, 0) + 48, 20));
+    CORRUPT("cisize.efm", EFC_EPROTO, "trailing bytes", wr64(sparse_rec(buf, 0) + 48, 20));
     CORRUPT("rpalign.efm", EFC_EPROTO, "not aligned",
             wr64(sparse_rec(buf, 0) + 24, rd64(sparse_rec(buf, 0) + 24) + 4));
     CORRUPT("cibeyond.efm", EFC_EPROTO, "beyond file size",
@@ -597,15 +612,13 @@ static void test_load_small_and_corruptions(void **state)
             (wr64(sparse_rec(buf, 0) + 40, rd64(sparse_rec(buf, 0) + 24))));
     CORRUPT("count.efm", EFC_EPROTO, "section 'sparse'",
             wr32(buf + rd64(sec_entry(buf, 7) + 8), 3));
-    /* the index arrays' contents: rejected by efc_model_check, named by the loader */
-    CORRUPT("rpdecr.efm", EFC_EPROTO, "'fc.w'",
+    /* the index arrays' contents: row_ptr is checked before the Rice stream is decoded with
+     * its row lengths; a stream of one-bits runs past the last column (more in
+     * test_efm_delta.c) */
+    CORRUPT("rpdecr.efm", EFC_EPROTO, "'fc.w': row_ptr[2] = 1 after 2",
             wr32(buf + rd64(sparse_rec(buf, 0) + 24) + 4 * 2, 1));
-    CORRUPT("colrange.efm", EFC_EPROTO, "'fc.w'",
-            wr16(buf + rd64(sparse_rec(buf, 0) + 40) + 2 * 4, 6));
-    CORRUPT("colbig.efm", EFC_EPROTO, "'fc.w'",
-            wr16(buf + rd64(sparse_rec(buf, 0) + 40) + 2 * 4, 0xffff));
-    CORRUPT("coldup.efm", EFC_EPROTO, "graph",
-            wr16(buf + rd64(sparse_rec(buf, 0) + 40) + 2 * 1, 1));
+    CORRUPT("colrange.efm", EFC_EPROTO, "'fc.w': Rice col_idx: row 0 entry 1 passes column 5",
+            memset(buf + rd64(sparse_rec(buf, 0) + 40), 0xff, 2));
     /* a reader that skips the section (unknown kind, as older readers do) must refuse the
      * file: the sparse tensors' data entries no longer match their shapes */
     CORRUPT("ignored.efm", EFC_EPROTO, "shape needs", wr32(sec_entry(buf, 7), 9));
@@ -614,7 +627,7 @@ static void test_load_small_and_corruptions(void **state)
     efc_free(orig);
 }
 
-/* ---- col_idx width in the file ---- */
+/* ---- col_idx encoding in the file ---- */
 
 /* input [cols] -> Dense(W[2, cols] sparse, b[2]) -> output, with W's tensor (and so its
  * col_idx block) last in the data section. Non-zeros at columns 0, 5 and cols - 1 in row 0,
@@ -656,8 +669,70 @@ static void expect_same_csr(const struct efc_sparse *a, const struct efc_sparse 
     assert_memory_equal(a->col_idx, b->col_idx, (size_t)a->nnz * 4);
 }
 
-static void test_index_width(void **state)
+/* Reference Rice encoder written from docs/format.md (not from efm.c): returns the stream's
+ * bits and writes them into out (zeroed, large enough) unless out is NULL. */
+static uint64_t ref_rice(const struct efc_sparse *s, uint8_t *out)
 {
+    uint64_t pos = 0;
+    for (int32_t r = 0; r < s->rows; r++) {
+        int32_t n = s->row_ptr[r + 1] - s->row_ptr[r], prev = -1;
+        uint32_t k = 0;
+        if (n == 0)
+            continue;
+        while (((uint32_t)(s->cols / n) >> (k + 1)) != 0) /* k = floor(log2(cols / n)) */
+            k++;
+        for (int32_t j = s->row_ptr[r]; j < s->row_ptr[r + 1]; j++) {
+            uint32_t v = (uint32_t)(s->col_idx[j] - prev - 1);
+            uint64_t bits = (uint64_t)(v >> k) + 1 + k;
+            prev = s->col_idx[j];
+            for (uint64_t b = 0; out && b < bits; b++) {
+                /* q one-bits, a zero-bit, then v's low k bits from the least significant */
+                uint64_t q = v >> k;
+                int one = b < q ? 1 : b == q ? 0 : (int)((v >> (b - q - 1)) & 1u);
+                if (one)
+                    out[(pos + b) / 8] |= (uint8_t)(1u << ((pos + b) % 8));
+            }
+            pos += bits;
+        }
+    }
+    return pos;
+}
+
+/* buf (len bytes) ends with the col_idx block of sparse record 0: a copy with that block
+ * re-encoded as i32 (enc 0) or u16 (enc 2), header flag set to match, sizes and checksum
+ * fixed: what efc wrote before the Rice (enc 2) or the u16 (enc 0) encoding existed. */
+static uint8_t *retail(const uint8_t *buf, size_t len, const struct efc_sparse *s, uint32_t enc,
+                       size_t *out_len)
+{
+    uint8_t *rec = sparse_rec((uint8_t *)buf, 0), *o, *dsec;
+    uint64_t ci_off = rd64(rec + 40), ci_bytes = rd64(rec + 48);
+    uint64_t nb = (uint64_t)s->nnz * (enc == 2 ? 2 : 4), olen = ci_off + nb;
+
+    assert_int_equal(ci_off + ci_bytes, len); /* col_idx is the file's tail */
+    o = efc_calloc(1, (size_t)olen);
+    assert_non_null(o);
+    memcpy(o, buf, (size_t)ci_off);
+    for (int32_t k = 0; k < s->nnz; k++) {
+        if (enc == 2)
+            wr16(o + ci_off + 2 * (uint64_t)k, (uint16_t)s->col_idx[k]);
+        else
+            wr32(o + ci_off + 4 * (uint64_t)k, (uint32_t)s->col_idx[k]);
+    }
+    wr32(o + 12, enc == 2 ? 1 : 0);
+    wr64(o + 16, olen);
+    wr32(sparse_rec(o, 0) + 20, enc);
+    wr64(sparse_rec(o, 0) + 48, nb);
+    dsec = sec_entry(o, 5);
+    wr64(dsec + 16, rd64(dsec + 16) - ci_bytes + nb);
+    rehash(o, (size_t)olen);
+    *out_len = (size_t)olen;
+    return o;
+}
+
+static void test_index_encoding(void **state)
+{
+    /* 9: Rice (2 bytes); 65535, 65536: u16 (8 bytes, Rice 9: one entry per 2^15 columns in
+     * row 1); 65537, 70001: Rice (9 bytes, i32 16, u16 not possible) */
     static const int32_t cols[] = {9, 65535, 65536, 65537, 70001};
     (void)state;
 
@@ -665,47 +740,53 @@ static void test_index_width(void **state)
         int32_t w;
         struct efc_model *m = wide_model(cols[c], &w), *l;
         const struct efc_sparse *s = m->tensors[w].sparse;
-        int narrow = cols[c] <= 65536;
-        uint8_t *buf, *rec;
+        uint64_t rice = (ref_rice(s, NULL) + 7) / 8, best = (uint64_t)s->nnz * 4;
+        uint32_t want = 0;
+        uint8_t *buf, *rec, ref[64] = {0};
         void *b2;
         size_t len, len2;
 
+        if (cols[c] <= 65536 && (uint64_t)s->nnz * 2 < best) {
+            want = 2;
+            best = (uint64_t)s->nnz * 2;
+        }
+        if (rice < best) {
+            want = 3;
+            best = rice;
+        }
+        assert_int_equal(want, cols[c] == 65535 || cols[c] == 65536 ? 2u : 3u);
         assert_int_equal(efc_efm_encode(m, (void **)&buf, &len), EFC_OK);
         rec = sparse_rec(buf, 0);
-        assert_int_equal(rd32(buf + 12), narrow ? 1 : 0); /* header flag */
-        assert_int_equal(rd32(rec + 20), narrow ? 2 : 0); /* col_idx width */
-        assert_int_equal(rd64(rec + 48), (uint64_t)s->nnz * (narrow ? 2 : 4));
+        assert_int_equal(rd32(buf + 12), want == 2 ? 1 : 2); /* header flag */
+        assert_int_equal(rd32(rec + 20), want);              /* col_idx encoding */
+        assert_int_equal(rd64(rec + 48), best);
+        assert_int_equal(efc_efm_tensor_file_bytes(&m->tensors[w]),
+                         (size_t)s->nnz * 4 + 3 * 4 + (size_t)best);
+        if (want == 3) { /* the block holds exactly the reference stream */
+            assert_true(best <= sizeof(ref));
+            (void)ref_rice(s, ref);
+            assert_memory_equal(buf + rd64(rec + 40), ref, (size_t)best);
+        }
         assert_int_equal(efc_efm_decode(buf, len, "wide.efm", &l), EFC_OK);
         expect_same_csr(l->tensors[w].sparse, s);
         assert_int_equal(l->tensors[w].sparse->col_idx[2], cols[c] - 1);
-        /* i32 indices are used in place, u16 ones are widened */
-        assert_int_equal(l->tensors[w].sparse->owns_index, narrow);
+        assert_int_equal(l->tensors[w].sparse->owns_index, 1); /* decoded, not in place */
         assert_int_equal(efc_efm_encode(l, &b2, &len2), EFC_OK);
         assert_int_equal(len2, len);
         assert_memory_equal(b2, buf, len);
         efc_free(b2);
         efc_model_free(l);
 
-        if (narrow) {
-            /* The same model as a file written before the u16 encoding (flag 0, width 0,
-             * i32 col_idx; W's block is the last in the file, so it just grows): loads in
-             * place, and re-encodes to the u16 file. */
-            uint64_t ci_off = rd64(rec + 40), nnz = (uint64_t)s->nnz, olen = ci_off + 4 * nnz;
-            uint8_t *old = efc_calloc(1, (size_t)olen), *dsec;
-            assert_non_null(old);
-            assert_int_equal(ci_off + 2 * nnz, len); /* col_idx is the file's tail */
-            memcpy(old, buf, (size_t)ci_off);
-            for (uint64_t k = 0; k < nnz; k++)
-                wr32(old + ci_off + 4 * k, (uint32_t)s->col_idx[k]);
-            wr32(old + 12, 0);
-            wr64(old + 16, olen);
-            wr32(sparse_rec(old, 0) + 20, 0);
-            wr64(sparse_rec(old, 0) + 48, 4 * nnz);
-            dsec = sec_entry(old, 5);
-            wr64(dsec + 16, rd64(dsec + 16) + 2 * nnz);
-            rehash(old, (size_t)olen);
-            assert_int_equal(efc_efm_decode(old, (size_t)olen, "old.efm", &l), EFC_OK);
-            assert_int_equal(l->tensors[w].sparse->owns_index, 0);
+        /* The same model as files written with the older encodings (i32: no flag; u16 where
+         * it fits): they load (i32 in place) and re-encode to the writer's file. */
+        for (uint32_t enc = 0; enc <= 2; enc += 2) {
+            uint8_t *old;
+            size_t olen;
+            if (enc == 2 && cols[c] > 65536)
+                continue;
+            old = retail(buf, len, s, enc, &olen);
+            assert_int_equal(efc_efm_decode(old, olen, "old.efm", &l), EFC_OK);
+            assert_int_equal(l->tensors[w].sparse->owns_index, enc != 0);
             expect_same_csr(l->tensors[w].sparse, s);
             assert_int_equal(efc_efm_encode(l, &b2, &len2), EFC_OK);
             assert_int_equal(len2, len);
@@ -713,7 +794,8 @@ static void test_index_width(void **state)
             efc_free(b2);
             efc_model_free(l);
             efc_free(old);
-        } else { /* claiming u16 for more than 65536 columns */
+        }
+        if (cols[c] > 65536) { /* claiming u16 for more than 65536 columns */
             wr32(buf + 12, 1);
             wr32(rec + 20, 2);
             rehash(buf, len);
@@ -723,8 +805,8 @@ static void test_index_width(void **state)
         efc_model_free(m);
     }
 
-    /* the flag on a file without sparse tensors */
-    {
+    /* a flag on a file without sparse tensors */
+    for (uint32_t flag = 1; flag <= 2; flag++) {
         int32_t w;
         struct efc_model *m = small_model(0, &w);
         uint8_t *buf;
@@ -732,25 +814,44 @@ static void test_index_width(void **state)
         assert_int_equal(efc_model_densify(m), EFC_OK);
         assert_int_equal(efc_efm_encode(m, (void **)&buf, &len), EFC_OK);
         assert_int_equal(rd32(buf + 12), 0);
-        wr32(buf + 12, 1);
+        wr32(buf + 12, flag);
         rehash(buf, len);
         expect_load("flagonly.efm", buf, len, EFC_EPROTO, "no sparse record uses it");
         efc_free(buf);
         efc_model_free(m);
     }
-    /* the writer refuses indices that u16 would wrap (an invalid in-memory CSR) */
+    /* the writer refuses an invalid in-memory CSR (out of range, unsorted, broken row_ptr)
+     * instead of writing a file the loader would reject */
     {
-        int32_t w;
-        struct efc_model *m = small_model(0, &w);
-        void *buf = NULL;
-        size_t len;
-        m->tensors[w].sparse->col_idx[0] = 65536 + 1;
-        assert_int_equal(efc_efm_encode(m, &buf, &len), EFC_EINVAL);
-        assert_non_null(strstr(efc_err_detail(), "col_idx[0] = 65537"));
-        m->tensors[w].sparse->col_idx[0] = -1;
-        assert_int_equal(efc_efm_encode(m, &buf, &len), EFC_EINVAL);
-        assert_null(buf);
-        efc_model_free(m);
+        static const struct {
+            int32_t k, v; /* col_idx[k] = v, or row_ptr[-k - 1] = v when k < 0 */
+            const char *detail;
+        } bad[] = {
+            {0, 65536 + 1, "col_idx[0] = 65537"},
+            {0, -1, "col_idx[0] = -1"},
+            {3, 0, "row 2: col_idx[3] = 0 not after 0"}, /* duplicate */
+            {4, 1, "row 2: col_idx[4] = 1 not after 2"}, /* unsorted */
+            {-3, 1, "row_ptr[2] = 1"},
+            {-1, 1, "row_ptr runs 1..6"},
+        };
+        for (size_t j = 0; j < sizeof(bad) / sizeof(bad[0]); j++) {
+            int32_t w;
+            struct efc_model *m = small_model(0, &w);
+            void *buf = NULL;
+            size_t len;
+            if (bad[j].k >= 0)
+                m->tensors[w].sparse->col_idx[bad[j].k] = bad[j].v;
+            else
+                m->tensors[w].sparse->row_ptr[-bad[j].k - 1] = bad[j].v;
+            assert_int_equal(efc_efm_encode(m, &buf, &len), EFC_EINVAL);
+            assert_null(buf);
+            if (!strstr(efc_err_detail(), bad[j].detail))
+                fail_msg("case %zu: detail '%s' lacks '%s'", j, efc_err_detail(), bad[j].detail);
+            efc_err_clear();
+            assert_int_equal(efc_efm_tensor_file_bytes(&m->tensors[w]), SIZE_MAX);
+            assert_string_equal(efc_err_detail(), ""); /* a size query leaves it alone */
+            efc_model_free(m);
+        }
     }
 }
 
@@ -875,7 +976,7 @@ int main(void)
         cmocka_unit_test(test_lenet5_file),
         cmocka_unit_test(test_check_rejects_malformed),
         cmocka_unit_test(test_load_small_and_corruptions),
-        cmocka_unit_test(test_index_width),
+        cmocka_unit_test(test_index_encoding),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_train_densifies),
     };
