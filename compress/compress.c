@@ -13,6 +13,7 @@
 #include "compress/lowrank.h"
 #include "compress/prune.h"
 #include "compress/qat.h"
+#include "compress/share.h"
 #include "compress/train.h"
 #include "model/arch.h"
 #include "model/exec.h"
@@ -44,12 +45,14 @@ static int key_known(const char *method, const char *key)
     static const char *const lowrank_keys[] = {"rank", "energy", "finetune", NULL};
     static const char *const qat_keys[] = {"epochs", "weights", NULL};
     static const char *const filters_keys[] = {"ratio", "finetune", "by", NULL};
+    static const char *const share_keys[] = {"bits", NULL};
     const char *const *k = !strcmp(method, "prune")     ? prune_keys
                            : !strcmp(method, "nm")      ? nm_keys
                            : !strcmp(method, "distill") ? distill_keys
                            : !strcmp(method, "lowrank") ? lowrank_keys
                            : !strcmp(method, "qat")     ? qat_keys
                            : !strcmp(method, "filters") ? filters_keys
+                           : !strcmp(method, "share")   ? share_keys
                                                         : NULL;
     for (; k && *k; k++)
         if (!strcmp(*k, key))
@@ -110,9 +113,10 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
     memset(a, 0, sizeof(*a));
     if (strcmp(st->method, "prune") && strcmp(st->method, "nm") &&
         strcmp(st->method, "distill") && strcmp(st->method, "lowrank") &&
-        strcmp(st->method, "qat") && strcmp(st->method, "filters"))
+        strcmp(st->method, "qat") && strcmp(st->method, "filters") &&
+        strcmp(st->method, "share"))
         return efc_errf(EFC_EINVAL, "policy step %d '%s': unknown method '%s' (prune, nm, "
-                                    "filters, distill, lowrank, qat, int8, fp32)",
+                                    "filters, distill, lowrank, qat, share, int8, fp32)",
                         k + 1, txt, st->method);
     for (int32_t i = 0; i < st->n_params; i++)
         if (!key_known(st->method, st->params[i].key))
@@ -171,6 +175,8 @@ static enum efc_status step_args(const struct efc_policy_step *st, int k, struct
             return e;
         return EFC_OK;
     }
+    if (!strcmp(st->method, "share"))
+        return integer(st, k, "bits", 1, 8, 5, &a->n);
     if (!strcmp(st->method, "filters")) {
         const char *by = efc_policy_get(st, "by");
         if (!efc_policy_get(st, "ratio"))
@@ -217,6 +223,17 @@ enum efc_status efc_compress_check(const struct efc_model *m, const struct efc_p
             return e;
         if (!strcmp(st->method, "distill"))
             continue; /* replaces the model: what follows applies to the student */
+        if (!strcmp(st->method, "share")) {
+            const char *next = k + 1 < p->n_steps ? p->steps[k + 1].method : "";
+            const char *w8 = k + 1 < p->n_steps ? efc_policy_get(&p->steps[k + 1], "weights")
+                                                : NULL;
+            if (!strcmp(next, "int8") && !(w8 && !strcmp(w8, "tensor")))
+                return efc_errf(EFC_EINVAL, "policy step %d '%s': share before int8 needs the int8 "
+                                            "step's weights=tensor (per-channel scales would "
+                                            "spread the shared values over many codes)",
+                                k + 1, txt);
+            continue;
+        }
         if (!strcmp(st->method, "filters")) {
             int32_t convs = 0;
             for (int32_t i = 0; i < m->n_nodes; i++)
@@ -387,6 +404,11 @@ enum efc_status efc_compress_run(struct efc_model **mp, const struct efc_policy 
         efc_log(EFC_LOG_INFO, MOD, "step %d: %s", k + 1, r->step);
         if (!strcmp(st->method, "distill")) {
             e = run_distill(mp, st, k, o);
+        } else if (!strcmp(st->method, "share")) {
+            struct prune_args a;
+            int32_t layers = 0;
+            if ((e = step_args(st, k, &a)) == EFC_OK)
+                e = efc_share(*mp, (int32_t)a.n, &layers);
         } else if (!strcmp(st->method, "filters")) {
             struct prune_args a;
             struct efc_filters_report fr;
