@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "common/efc_status.h"
+#include "compress/compress.h"
 #include "model/dataset.h"
 #include "model/model.h"
 
@@ -31,6 +32,12 @@ void cli_json_str(FILE *f, const char *s);
 enum efc_status cli_load_model(const char *path, struct efc_model **out);
 /* Open a data set spec for a split. */
 enum efc_status cli_open_data(const char *spec, const char *split, struct efc_dataset **out);
+/* The data of a command that runs training steps: the train split of spec (required) and
+ * its test split (optional: NULL when absent) set in co, and co->base_dir = the directory of
+ * model_path (dir: caller storage). */
+enum efc_status cli_compress_data(const char *spec, const char *model_path,
+                                  struct efc_compress_opts *co, struct efc_dataset **train,
+                                  struct efc_dataset **test, char *dir, size_t dir_len);
 /* Process peak RSS in bytes. */
 uint64_t cli_peak_rss_bytes(void);
 /* The ISA level in use and the OpenBLAS core, for reports. */

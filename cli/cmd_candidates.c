@@ -87,20 +87,9 @@ int cmd_candidates(int argc, char **argv)
     efc_sha256(buf, n, d);
     efc_sha256_hex(d, base_sha);
     efc_free(buf);
-    if ((st = cli_open_data(data, "train", &train)))
-        goto fail;
-    if (cli_open_data(data, "test", &test) != EFC_OK)
-        test = NULL;
-    co.train = train;
-    co.val = test;
     char bdir[4096];
-    snprintf(bdir, sizeof(bdir), "%s", base);
-    char *slash = strrchr(bdir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(bdir, sizeof(bdir), ".");
-    co.base_dir = bdir;
+    if ((st = cli_compress_data(data, base, &co, &train, &test, bdir, sizeof(bdir))))
+        goto fail;
     printf("%-58s %-10s %10s %9s %8s  %s\n", "policy", "candidate", "bytes", "seconds",
            "accuracy", "file");
     for (int32_t i = 0; i < g->n; i++) {

@@ -128,20 +128,9 @@ int cmd_compress(int argc, char **argv)
                           pol.steps[k].method);
             goto fail;
         }
-    if ((st = cli_open_data(data, "train", &train)))
-        goto fail;
-    if (cli_open_data(data, "test", &test) != EFC_OK)
-        test = NULL;
-    co.train = train;
-    co.val = test;
     char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", in);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof(dir), ".");
-    co.base_dir = dir;
+    if ((st = cli_compress_data(data, in, &co, &train, &test, dir, sizeof(dir))))
+        goto fail;
     float acc0 = accuracy(m, test);
     if ((st = efc_compress_run(&m, &pol, &co, &rep)))
         goto fail;

@@ -86,6 +86,27 @@ enum efc_status cli_open_data(const char *spec, const char *split, struct efc_da
     return efc_dataset_open(spec, split, out);
 }
 
+enum efc_status cli_compress_data(const char *spec, const char *model_path,
+                                  struct efc_compress_opts *co, struct efc_dataset **train,
+                                  struct efc_dataset **test, char *dir, size_t dir_len)
+{
+    enum efc_status st = cli_open_data(spec, "train", train);
+    if (st != EFC_OK)
+        return st;
+    if (cli_open_data(spec, "test", test) != EFC_OK)
+        *test = NULL; /* optional: accuracy reports only */
+    co->train = *train;
+    co->val = *test;
+    snprintf(dir, dir_len, "%s", model_path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, dir_len, ".");
+    co->base_dir = dir;
+    return EFC_OK;
+}
+
 uint64_t cli_peak_rss_bytes(void)
 {
     struct rusage ru;
