@@ -254,6 +254,28 @@ static enum efc_status time_runs(struct efc_exec *e, const float *x, int32_t bat
     return EFC_OK;
 }
 
+/* One log line naming the candidate's layers that run a sparse kernel (format, density). */
+static void log_sparse_layers(const struct efc_proto_job *job, const struct efc_exec *e)
+{
+    char list[512] = "";
+    size_t off = 0;
+    int32_t n;
+    const struct efc_exec_layer *l = efc_exec_layers(e, &n);
+
+    for (int32_t i = 0; i < n && off < sizeof(list); i++) {
+        int w;
+        if (!l[i].sparse)
+            continue;
+        w = snprintf(list + off, sizeof(list) - off, "%s%s %s %.3f", off ? ", " : "", l[i].name,
+                     l[i].format, l[i].density);
+        off = w < 0 ? sizeof(list) : off + (size_t)w; /* truncated lists stop here */
+    }
+    efc_log(EFC_LOG_INFO, "agent",
+            "job %s: %d of %d Dense/Conv2d layers run sparse (isa %s, EFC_SPARSE=%s)%s%s",
+            job->job_id, efc_exec_n_sparse(e), n, efc_isa_name(efc_kernels_isa()),
+            efc_exec_sparse_mode_name(efc_exec_sparse_mode_of(e)), list[0] ? ": " : "", list);
+}
+
 void efc_agent_result_init(const struct efc_agent_job_ctx *ctx, const struct efc_proto_job *job,
                            struct efc_proto_result *res)
 {
@@ -351,6 +373,8 @@ enum efc_status efc_agent_job_run(const struct efc_agent_job_ctx *ctx,
         if ((st = efc_exec_new(base ? base : m, &ob, &eb)))
             goto fail;
     }
+    log_sparse_layers(job, ec);
+    res->sparse_layers = efc_exec_n_sparse(ec);
     in_n = efc_exec_input_size(ec);
     if ((size_t)in_n != efc_dataset_sample_size(local) || efc_exec_input_size(eb) != in_n ||
         efc_exec_output_size(eb) != efc_exec_output_size(ec)) {

@@ -119,7 +119,7 @@ enum efc_status efc_calib_stats_collect(struct efc_calib_stats *s, const struct 
                                         const struct efc_dataset *d, const int32_t *idx,
                                         int32_t n_idx, int32_t batch)
 {
-    struct efc_exec_opts eo;
+    struct efc_exec_opts eo = {0};
     struct efc_exec *e = NULL;
     float *buf = NULL;
     enum efc_status st;

@@ -22,7 +22,8 @@ static void help(void)
            "  --runs R      timed runs (default: as many as fit in ~2 s, at least 50)\n"
            "  --warmup W    untimed runs first (default 10)\n"
            "  --json        one JSON object on stdout (keys in docs/cli.md)\n"
-           "  --isa X       (global option) cap the kernels and the OpenBLAS core\n");
+           "  --isa X       (global option) cap the kernels and the OpenBLAS core\n\n"
+           "EFC_SPARSE=auto|off|on chooses the sparse kernels per layer (default auto).\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -38,7 +39,7 @@ int cmd_bench(int argc, char **argv)
     };
     struct efc_model *m = NULL;
     struct efc_exec *e = NULL;
-    struct efc_exec_opts eo;
+    struct efc_exec_opts eo = {0};
     struct efc_rng rng;
     int64_t batch = 1, threads = 1, runs = 0, warmup = 10;
     int json = 0, c, rc = 1;
@@ -120,6 +121,8 @@ int cmd_bench(int argc, char **argv)
     allocs = efc_alloc_count() - allocs;
     efc_sort_f64(t, (size_t)runs);
     {
+        int32_t n_layers;
+        const struct efc_exec_layer *ly = efc_exec_layers(e, &n_layers);
         double p50 = efc_percentile(t, (size_t)runs, 0.50);
         double p90 = efc_percentile(t, (size_t)runs, 0.90);
         double p99 = efc_percentile(t, (size_t)runs, 0.99);
@@ -127,26 +130,37 @@ int cmd_bench(int argc, char **argv)
         if (json) {
             printf("{\"model\":");
             cli_json_str(stdout, argv[optind]);
-            printf(",\"batch\":%lld,\"threads\":%lld,\"runs\":%lld,\"p50_ms\":%.4f,"
-                   "\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"mean_ms\":%.4f,\"throughput_per_s\":%.1f,"
+            /* microsecond digits: a sparse INT8 mlp runs in ~2 us */
+            printf(",\"batch\":%lld,\"threads\":%lld,\"runs\":%lld,\"p50_ms\":%.6f,"
+                   "\"p90_ms\":%.6f,\"p99_ms\":%.6f,\"mean_ms\":%.6f,\"throughput_per_s\":%.1f,"
                    "\"peak_activation_bytes\":%zu,\"weight_bytes\":%zu,\"peak_rss_bytes\":%llu,"
-                   "\"allocations_during_runs\":%llu,\"isa\":\"%s\",\"blas_core\":\"%s\"}\n",
+                   "\"allocations_during_runs\":%llu,\"isa\":\"%s\",\"blas_core\":\"%s\","
+                   "\"sparse_mode\":\"%s\",\"gemm_layers\":%d,\"sparse_layers\":%d}\n",
                    (long long)batch, (long long)threads, (long long)runs, p50, p90, p99,
                    total / (double)runs, thr, efc_exec_peak_activation_bytes(e),
                    efc_exec_weight_bytes(e), (unsigned long long)cli_peak_rss_bytes(),
-                   (unsigned long long)allocs, cli_isa_name(), cli_blas_core());
+                   (unsigned long long)allocs, cli_isa_name(), cli_blas_core(),
+                   efc_exec_sparse_mode_name(efc_exec_sparse_mode_of(e)), n_layers,
+                   efc_exec_n_sparse(e));
         } else {
             printf("%s: batch %lld, %lld runs after %lld warm-up, %lld thread(s), isa %s, "
                    "OpenBLAS %s\n",
                    argv[optind], (long long)batch, (long long)runs, (long long)warmup,
                    (long long)threads, cli_isa_name(), cli_blas_core());
-            printf("  latency  p50 %.3f ms   p90 %.3f ms   p99 %.3f ms\n", p50, p90, p99);
+            printf("  latency  p50 %.4f ms   p90 %.4f ms   p99 %.4f ms\n", p50, p90, p99);
             printf("  throughput %.0f samples/s\n", thr);
             printf("  peak activations %zu bytes, weights %zu bytes, process peak RSS %llu "
                    "bytes\n",
                    efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e),
                    (unsigned long long)cli_peak_rss_bytes());
             printf("  allocations during timed runs: %llu\n", (unsigned long long)allocs);
+            printf("  sparse layers %d of %d (EFC_SPARSE=%s)", efc_exec_n_sparse(e), n_layers,
+                   efc_exec_sparse_mode_name(efc_exec_sparse_mode_of(e)));
+            for (int32_t i = 0, k = 0; i < n_layers; i++)
+                if (ly[i].sparse)
+                    printf("%s%s %s %.3f", k++ ? ", " : ": ", ly[i].name, ly[i].format,
+                           ly[i].density);
+            printf("\n");
         }
     }
     rc = 0;

@@ -1,12 +1,15 @@
 /* efc inspect — layers, shapes, parameters, non-zeros, bytes (dense and as stored), weight
- * layout, MACs per image, and the model's size on the wire: FP32 bytes, .efm bytes, artifact
- * bytes (zstd, docs/format.md), compression ratio and sparsity of the prunable weights. */
+ * layout, MACs per image, weight density and whether the executor runs the layer with a sparse
+ * kernel on this machine's ISA, and the model's size on the wire: FP32 bytes, .efm bytes,
+ * artifact bytes (zstd, docs/format.md), compression ratio and sparsity of the prunable
+ * weights. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "common/efc_alloc.h"
+#include "kernels/kernels.h"
 #include "model/artifact.h"
 #include "model/efm.h"
 #include "model/exec.h"
@@ -124,6 +127,37 @@ static enum efc_status weight_sparsity(const struct efc_model *m, uint64_t *zero
     return EFC_OK;
 }
 
+/* Density of a Dense / Conv2d node's weight tensor (non-zeros / elements, exact zeros): 1 and
+ * *d set, or 0 when the node has no weight tensor. */
+static int weight_density(const struct efc_model *m, const struct efc_node *nd, double *d)
+{
+    const struct efc_tensor *t;
+    size_t numel;
+    uint64_t zeros;
+    int32_t w = nd->n_inputs > 1 ? nd->inputs[1] : -1;
+
+    if ((nd->op != EFC_OP_DENSE && nd->op != EFC_OP_CONV2D) || w < 0 ||
+        !(m->tensors[w].flags & EFC_TENSOR_PARAM))
+        return 0;
+    t = &m->tensors[w];
+    numel = efc_tensor_numel(t);
+    zeros = stored_zeros(t) + (t->sparse ? numel - (size_t)t->sparse->nnz : 0);
+    *d = numel ? (double)(numel - zeros) / (double)numel : 0.0;
+    return 1;
+}
+
+/* How the compiled executor runs node nd (by name: folding and fusing keep the producer's
+ * name): its GEMM-layer entry, or NULL (not a GEMM-shaped layer). */
+static const struct efc_exec_layer *exec_layer(const struct efc_exec *e, const struct efc_node *nd)
+{
+    int32_t n;
+    const struct efc_exec_layer *l = efc_exec_layers(e, &n);
+    for (int32_t i = 0; i < n; i++)
+        if (l[i].op == nd->op && !strcmp(l[i].name, nd->name))
+            return &l[i];
+    return NULL;
+}
+
 /* Dense bytes of all parameters (what the FP32 executor holds). */
 static uint64_t dense_param_bytes(const struct efc_model *m)
 {
@@ -194,26 +228,41 @@ int cmd_inspect(int argc, char **argv)
                "\"storage_bytes\":%llu,\"fp32_bytes\":%llu,\"file_bytes\":%llu,"
                "\"artifact_bytes\":%zu,\"compression_ratio\":%.4f,\"sparsity\":%.6f,"
                "\"macs\":%llu,\"peak_activation_bytes\":%zu,\"weight_bytes\":%zu,"
-               "\"layers\":[",
+               "\"isa\":\"%s\",\"sparse_mode\":\"%s\",\"sparse_layers\":%d,\"layers\":[",
                (unsigned long long)params, (unsigned long long)nonzero, (unsigned long long)pbytes,
                (unsigned long long)sbytes, (unsigned long long)fp32_bytes,
                (unsigned long long)file_bytes, art_bytes, ratio, sparsity, (unsigned long long)macs,
-               efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e));
+               efc_exec_peak_activation_bytes(e), efc_exec_weight_bytes(e), cli_isa_name(),
+               efc_exec_sparse_mode_name(efc_exec_sparse_mode_of(e)), efc_exec_n_sparse(e));
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
+            const struct efc_exec_layer *el = exec_layer(e, nd);
             struct layer_params lp;
             char shp[64];
+            double dens;
             node_params(m, nd, &lp);
             shape_str(&m->tensors[nd->output], shp, sizeof(shp));
             printf("%s{\"name\":", i ? "," : "");
             cli_json_str(stdout, nd->name);
             printf(",\"op\":\"%s\",\"output_shape\":\"%s\",\"params\":%llu,"
                    "\"nonzero_params\":%llu,\"bytes\":%llu,\"storage_bytes\":%llu,"
-                   "\"layout\":\"%s\",\"precision\":\"%s\",\"macs\":%llu}",
+                   "\"layout\":\"%s\",\"precision\":\"%s\",\"macs\":%llu",
                    efc_op_name(nd->op), shp, (unsigned long long)lp.params,
                    (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
                    (unsigned long long)lp.storage_bytes, lp.sparse ? "csr" : "dense",
                    precision(m, nd), (unsigned long long)efc_node_macs(m, nd));
+            /* density of the weights as the executor sees them (a GEMM layer's own count),
+             * and the sparse kernel's format when it runs one on this machine */
+            if (el)
+                printf(",\"density\":%.6f", el->density);
+            else if (weight_density(m, nd, &dens))
+                printf(",\"density\":%.6f", dens);
+            else
+                printf(",\"density\":null");
+            if (el && el->sparse)
+                printf(",\"sparse\":\"%s\"}", el->format);
+            else
+                printf(",\"sparse\":null}");
         }
         printf("],\"metadata\":%s}\n",
                m->meta_json && m->meta_json[0] == '{' ? m->meta_json : "null");
@@ -222,14 +271,22 @@ int cmd_inspect(int argc, char **argv)
         shape_str(&m->tensors[m->input], shp, sizeof(shp));
         printf("%s: model '%s' (arch %s), input %s, %d nodes\n\n", path, m->name, m->arch, shp,
                m->n_nodes);
-        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %-5s %12s\n", "#", "name", "op",
-               "output", "params", "nonzero", "bytes", "stored", "layout", "prec", "MACs");
+        printf("  %-3s %-14s %-14s %-12s %10s %10s %10s %10s %-6s %-5s %12s %7s %s\n", "#", "name",
+               "op", "output", "params", "nonzero", "bytes", "stored", "layout", "prec", "MACs",
+               "density", "runs");
         for (int32_t i = 0; i < m->n_nodes; i++) {
             const struct efc_node *nd = &m->nodes[i];
+            const struct efc_exec_layer *el = exec_layer(e, nd);
             struct layer_params lp;
+            char dens_s[16] = "";
+            double dens;
             node_params(m, nd, &lp);
             shape_str(&m->tensors[nd->output], shp, sizeof(shp));
-            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %-5s %12llu\n", i,
+            if (el)
+                snprintf(dens_s, sizeof(dens_s), "%.3f", el->density);
+            else if (weight_density(m, nd, &dens))
+                snprintf(dens_s, sizeof(dens_s), "%.3f", dens);
+            printf("  %-3d %-14.14s %-14s %-12s %10llu %10llu %10llu %10llu %-6s %-5s %12llu", i,
                    nd->name, efc_op_name(nd->op), shp, (unsigned long long)lp.params,
                    (unsigned long long)lp.nonzero, (unsigned long long)lp.bytes,
                    (unsigned long long)lp.storage_bytes,
@@ -237,6 +294,9 @@ int cmd_inspect(int argc, char **argv)
                    : lp.params ? "dense"
                                : "",
                    precision(m, nd), (unsigned long long)efc_node_macs(m, nd));
+            if (dens_s[0])
+                printf(" %7s %s", dens_s, el && el->sparse ? el->format : el ? "dense" : "");
+            printf("\n");
         }
         {
             int n8 = 0, n32 = 0;
@@ -269,6 +329,17 @@ int cmd_inspect(int argc, char **argv)
                "peak activations %zu bytes at batch 1\n",
                efc_exec_model(e)->n_nodes, efc_exec_weight_bytes(e),
                efc_exec_peak_activation_bytes(e));
+        {
+            int32_t n_gemm;
+            double f32_max, s8_max, nm;
+            efc_exec_layers(e, &n_gemm);
+            efc_exec_sparse_threshold(efc_kernels_isa(), 0, &f32_max, &nm);
+            efc_exec_sparse_threshold(efc_kernels_isa(), 1, &s8_max, &nm);
+            printf("  sparse kernels  %d of %d Dense/Conv2d layers run sparse on isa %s "
+                   "(EFC_SPARSE=%s; auto below density %.2f FP32, %.2f INT8)\n",
+                   efc_exec_n_sparse(e), n_gemm, cli_isa_name(),
+                   efc_exec_sparse_mode_name(efc_exec_sparse_mode_of(e)), f32_max, s8_max);
+        }
         if (m->meta_json)
             printf("  metadata        %s\n", m->meta_json);
     }

@@ -66,13 +66,14 @@ static const char *const SCHEMA_V1 =
     "  round_id TEXT NOT NULL REFERENCES rounds(id), class TEXT NOT NULL, policy TEXT,"
     "  report TEXT NOT NULL, PRIMARY KEY(round_id, class));";
 
-/* Result columns, in struct efc_proto_result order (shared by INSERT and SELECT). */
+/* Result columns, in struct efc_proto_result order (shared by INSERT and SELECT);
+ * sparse_layers comes from the v4 migration. */
 #define RESULT_COLS                                                                          \
     "version, job_id, round_id, device_id, class, policy, status, error, isa, blas_core,"     \
     " has_labels, eval_total, correct, base_correct, both_correct, base_only, cand_only,"     \
     " agree, calib_samples, calib_s, p50_ms, p90_ms, p99_ms, batch, batch_p50_ms,"            \
-    " model_bytes, weight_bytes, peak_activation_bytes, peak_rss_bytes"
-#define RESULT_N_COLS 29
+    " model_bytes, weight_bytes, peak_activation_bytes, peak_rss_bytes, sparse_layers"
+#define RESULT_N_COLS 30
 
 static const char *const JOB_STATE[] = {"pending", "assigned", "done", "failed", "expired"};
 
@@ -256,7 +257,17 @@ static enum efc_status migrate(struct efc_coord_store *s)
                       "migrate schema to v3")) != EFC_OK)
             goto fail;
     }
-    /* Future migrations: if (v < 4) { ...; PRAGMA user_version = 4; } */
+    if (v < 4) {
+        /* v4: results carry sparse_layers (the candidate's layers that ran a sparse kernel,
+         * an optional result field); rows stored before it read 0, as a result without the
+         * field decodes. */
+        if ((e = exec(s,
+                      "ALTER TABLE results ADD COLUMN sparse_layers INTEGER NOT NULL DEFAULT 0;"
+                      "PRAGMA user_version = 4",
+                      "migrate schema to v4")) != EFC_OK)
+            goto fail;
+    }
+    /* Future migrations: if (v < 5) { ...; PRAGMA user_version = 5; } */
     return commit(s);
 fail:
     rollback(s);
@@ -1054,6 +1065,7 @@ static void bind_result(sqlite3_stmt *st, const struct efc_proto_result *r)
     sqlite3_bind_int64(st, i++, (sqlite3_int64)r->weight_bytes);
     sqlite3_bind_int64(st, i++, (sqlite3_int64)r->peak_activation_bytes);
     sqlite3_bind_int64(st, i++, (sqlite3_int64)r->peak_rss_bytes);
+    sqlite3_bind_int(st, i++, r->sparse_layers);
 }
 
 static void result_row(sqlite3_stmt *st, struct efc_proto_result *r)
@@ -1089,6 +1101,7 @@ static void result_row(sqlite3_stmt *st, struct efc_proto_result *r)
     r->weight_bytes = (uint64_t)sqlite3_column_int64(st, i++);
     r->peak_activation_bytes = (uint64_t)sqlite3_column_int64(st, i++);
     r->peak_rss_bytes = (uint64_t)sqlite3_column_int64(st, i++);
+    r->sparse_layers = sqlite3_column_int(st, i++);
 }
 
 enum efc_status efc_coord_store_result_put(struct efc_coord_store *s,
@@ -1117,7 +1130,7 @@ enum efc_status efc_coord_store_result_put(struct efc_coord_store *s,
     }
     if ((e = prep(s, "INSERT INTO results(" RESULT_COLS ", received) VALUES(?1, ?2, ?3, ?4, ?5,"
                      " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,"
-                     " ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+                     " ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
                      " ON CONFLICT(job_id, device_id) DO NOTHING",
                   &st)) != EFC_OK)
         goto out;

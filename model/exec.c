@@ -11,19 +11,182 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/efc_alloc.h"
+#include "common/efc_log.h"
 #include "kernels/kernels.h"
+#include "kernels/sparse.h"
 #include "model/exec_int.h"
 #include "model/geom.h"
 
 #define ALIGN 64
 
+/* im2col floats per chunk of images on the sparse conv path: the dense path's 512 KB budget
+ * (kernels/ref/conv2d.c, half of a Zen 4/5 core's L2), so the columns stay in L2 while the
+ * sparse kernel walks them. */
+#define SPARSE_CONV_FLOATS ((size_t)128 * 1024)
+
+/* ---- The sparse threshold table (the one place; docs/kernels-sparse.md "In the executors") --
+ * Per kernel level (efc_kernels_isa()) and precision: the highest effective density at which
+ * `auto` runs a layer sparse, and the factor of an N:M layout: its effective density is
+ * n / m * factor (below 1 where its full SELL steps beat CSR's 33-76 % full ones at the same
+ * density; ties go to N:M). Set from the crossovers of `efc bench-kernels` (1024 x 1024,
+ * batch 1 and 64, docs/kernels-sparse.md) taking the lower batch size's and a margin below
+ * it, then checked end to end with `efc bench` on pruned mlp / lenet5 (90 %, 80 %, 2:4, 1:4;
+ * FP32 and INT8; batch 1 and 64; each level) — the doc has the sweep:
+ *   FP32 ref: ~0.37 (batch 1) / ~0.10 (batch 64, vs OpenBLAS Prescott)           -> 0.08
+ *   FP32 avx2: ~0.44 / > 0.5 (vs Haswell)                                         -> 0.40
+ *   FP32 avx512(+): > 0.5 / ~0.46 (vs Cooperlake)                                 -> 0.40
+ *   INT8 ref: > 0.5 / > 0.5 (portable C both)                                     -> 0.40
+ *   INT8 avx2: > 0.5 (1.03x at 0.5) / ~0.27                                       -> 0.20
+ *   INT8 avx512 (its dense twin is the AVX2 qgemm): > 0.5 (1.29x) / > 0.5 (1.17x) -> 0.40
+ *   INT8 avx512vnni: ~0.19 / ~0.17                                                -> 0.14
+ * N:M factors (time of an N:M layer = CSR time at density n / m * factor): INT8 SIMD 2:4 ~
+ * CSR 0.2, 1:4 ~ CSR 0.1 -> 0.4; FP32 AVX-512 batch 64 runs the same CSR SpMM for both
+ * (2:4 no faster than CSR 0.5; end to end a 2:4 mlp is 1.6x faster at batch 1 but 1.2x slower
+ * at 64) -> 1.0; FP32 AVX2: 2:4 ~ CSR 0.26 at batch 1, and end to end faster at 1 and 64
+ * -> 0.6; the reference N:M loop decodes metadata per slot and is slower than its CSR at the
+ * same density (INT8 2:4: 1.9x vs 4.1x over dense at batch 1) -> 2.0 (use CSR).
+ * AMX: no AMX GEMM yet, so the VNNI row; NEON: no NEON sparse variants, so the reference row
+ * (not measured there). */
+struct sparse_threshold {
+    enum efc_isa isa;
+    double f32_max, f32_nm, s8_max, s8_nm;
+};
+/* clang-format off */
+static const struct sparse_threshold SPARSE_THRESHOLDS[] = {
+    /* isa               FP32 max  N:M     INT8 max  N:M */
+    {EFC_ISA_REF,         0.08,    2.0,     0.40,    2.0},
+    {EFC_ISA_AVX2,        0.40,    0.6,     0.20,    0.4},
+    {EFC_ISA_AVX512,      0.40,    1.0,     0.40,    0.4},
+    {EFC_ISA_AVX512VNNI,  0.40,    1.0,     0.14,    0.4},
+    {EFC_ISA_AMX,         0.40,    1.0,     0.14,    0.4},
+    {EFC_ISA_NEON,        0.08,    2.0,     0.40,    2.0},
+};
+/* clang-format on */
+
+void efc_exec_sparse_threshold(enum efc_isa isa, int int8, double *max_density, double *nm_factor)
+{
+    const struct sparse_threshold *t = &SPARSE_THRESHOLDS[0];
+    for (size_t i = 0; i < sizeof(SPARSE_THRESHOLDS) / sizeof(SPARSE_THRESHOLDS[0]); i++)
+        if (SPARSE_THRESHOLDS[i].isa == isa)
+            t = &SPARSE_THRESHOLDS[i];
+    *max_density = int8 ? t->s8_max : t->f32_max;
+    *nm_factor = int8 ? t->s8_nm : t->f32_nm;
+}
+
+enum efc_status efc_exec_sparse_cfg_from_env(struct efc_exec_sparse_cfg *out)
+{
+    const char *v = getenv("EFC_SPARSE");
+    char *end = NULL;
+    double d;
+
+    out->mode = EFC_EXEC_SPARSE_AUTO;
+    out->max_density = -1.0;
+    if (!v || !v[0] || !strcmp(v, "auto"))
+        return EFC_OK;
+    if (!strcmp(v, "off")) {
+        out->mode = EFC_EXEC_SPARSE_OFF;
+        return EFC_OK;
+    }
+    if (!strcmp(v, "on")) {
+        out->mode = EFC_EXEC_SPARSE_ON;
+        return EFC_OK;
+    }
+    d = strtod(v, &end);
+    if (end != v && !*end && d >= 0.0 && d <= 1.0) {
+        out->max_density = d;
+        return EFC_OK;
+    }
+    return efc_errf(EFC_EINVAL, "exec: EFC_SPARSE=%.32s: not auto, off, on or a density in [0, 1]",
+                    v);
+}
+
+const char *efc_exec_sparse_mode_name(enum efc_exec_sparse_mode mode)
+{
+    switch (mode) {
+    case EFC_EXEC_SPARSE_AUTO:
+        return "auto";
+    case EFC_EXEC_SPARSE_OFF:
+        return "off";
+    case EFC_EXEC_SPARSE_ON:
+        return "on";
+    }
+    return "?";
+}
+
+void efc_exec_sparse_decide(const struct efc_exec_sparse_cfg *cfg, int int8, int32_t rows,
+                            int32_t k, const void *w, struct efc_exec_layer *info)
+{
+    /* finest first: a 1:4 layer also satisfies 2:4 */
+    static const struct efc_sp_fmt patterns[] = {{1, 4}, {2, 4}};
+    size_t numel = (size_t)rows * (size_t)k;
+    double max_d, nm_factor, eff_csr, eff_nm = 2.0;
+    int64_t nnz = 0;
+
+    info->int8 = int8;
+    info->rows = rows;
+    info->k = k;
+    info->nm_n = info->nm_m = 0;
+    info->sparse = 0;
+    info->format[0] = '\0';
+    if (int8) {
+        const int8_t *q = w;
+        for (size_t i = 0; i < numel; i++)
+            nnz += q[i] != 0;
+    } else {
+        const float *f = w;
+        for (size_t i = 0; i < numel; i++)
+            nnz += f[i] != 0.0f; /* -0 is a zero too */
+    }
+    info->nnz = nnz;
+    info->density = numel ? (double)nnz / (double)numel : 0.0;
+    /* The check is only worth its pass over W when the pattern's density is possible. */
+    for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++) {
+        const struct efc_sp_fmt *f = &patterns[i];
+        if (info->density > (double)f->nm_n / f->nm_m)
+            continue;
+        if ((int8 ? efc_sp_check_s8(rows, k, w, f) : efc_sp_check_f32(rows, k, w, f)) == EFC_OK) {
+            info->nm_n = f->nm_n;
+            info->nm_m = f->nm_m;
+            break;
+        }
+    }
+    if (cfg->mode == EFC_EXEC_SPARSE_OFF)
+        return;
+    efc_exec_sparse_threshold(efc_kernels_isa(), int8, &max_d, &nm_factor);
+    if (cfg->max_density >= 0.0)
+        max_d = cfg->max_density;
+    eff_csr = info->density;
+    if (info->nm_m)
+        eff_nm = (double)info->nm_n / info->nm_m * nm_factor;
+    if (cfg->mode == EFC_EXEC_SPARSE_AUTO && (eff_nm <= eff_csr ? eff_nm : eff_csr) > max_d)
+        return;
+    info->sparse = 1;
+    if (eff_nm <= eff_csr)
+        snprintf(info->format, sizeof(info->format), "%d:%d", info->nm_n, info->nm_m);
+    else
+        snprintf(info->format, sizeof(info->format), "csr");
+}
+
+void efc_exec_layer_fmt(const struct efc_exec_layer *l, struct efc_sp_fmt *f)
+{
+    f->nm_n = f->nm_m = 0;
+    if (l->sparse && strcmp(l->format, "csr") != 0) {
+        f->nm_n = l->nm_n;
+        f->nm_m = l->nm_m;
+    }
+}
+
 struct step {
     struct efc_node *n;
     struct efc_qstep *q;          /* INT8 step (exec_q.c), or NULL */
     float *aux_scale, *aux_shift; /* unfused BatchNorm as a channel affine */
+    int32_t sparse;               /* FP32 Dense / Conv2d run efc_kernels()->spmm_f32 on sw */
+    struct efc_spmm_w sw;
+    int32_t conv_chunk; /* sparse conv via im2col: images per chunk, 0 = 1x1 direct */
 };
 
 struct efc_exec {
@@ -40,6 +203,9 @@ struct efc_exec {
     float *aux; /* storage for aux_scale/aux_shift */
     efc_exec_observer_fn observer;
     void *observer_ctx;
+    struct efc_exec_sparse_cfg sparse;
+    struct efc_exec_layer *layers; /* GEMM-shaped layers, in step order */
+    int32_t n_layers, n_sparse;
 };
 
 static size_t align_up(size_t n)
@@ -239,6 +405,85 @@ out:
     return st;
 }
 
+/* An FP32 Dense or Conv2d with groups 1: decide dense or sparse (efc_exec_sparse_decide on
+ * the weights in the order the kernel reads them: W[out][in], and for a conv W[oc][c kh kw],
+ * which is the im2col row order), pack the sparse weights, and size the scratch. */
+static enum efc_status prep_f32_gemm(struct efc_exec *e, struct step *sp, size_t *scratch)
+{
+    const struct efc_node *n = sp->n;
+    const struct efc_tensor *wt = &e->m->tensors[n->inputs[1]];
+    struct efc_exec_layer *l = &e->layers[e->n_layers];
+    struct efc_conv_geom g;
+    struct efc_sp_fmt fmt;
+    int32_t rows = wt->dims[0], k = 0;
+    enum efc_status st;
+
+    memset(&g, 0, sizeof(g));
+    memset(l, 0, sizeof(*l));
+    snprintf(l->name, sizeof(l->name), "%s", n->name);
+    l->op = n->op;
+    if (n->op == EFC_OP_DENSE) {
+        k = wt->dims[1];
+    } else {
+        efc_node_conv_geom(e->m, n, e->max_batch, &g);
+        k = g.c * g.kh * g.kw;
+    }
+    efc_exec_sparse_decide(&e->sparse, 0, rows, k, wt->data, l);
+    e->n_layers++;
+    if (!l->sparse) {
+        *scratch = n->op == EFC_OP_CONV2D ? efc_k_conv2d_f32_scratch(&g) * sizeof(float) : 0;
+        return EFC_OK;
+    }
+    efc_exec_layer_fmt(l, &fmt);
+    if ((st = efc_kernels()->spmm_f32->pack(rows, k, wt->data, &fmt, &sp->sw)))
+        return st;
+    sp->sparse = 1;
+    e->n_sparse++;
+    efc_log(EFC_LOG_DEBUG, "exec", "layer %s: density %.4f, %s sparse", n->name, l->density,
+            l->format);
+    if (n->op == EFC_OP_DENSE) {
+        *scratch = efc_k_spmm_f32_scratch(rows, k, e->max_batch) * sizeof(float);
+        return EFC_OK;
+    }
+    if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h &&
+        g.ow == g.w) {
+        sp->conv_chunk = 0; /* the input image already is the [c x H*W] column matrix */
+        *scratch = 0;
+        return EFC_OK;
+    }
+    {
+        size_t per = (size_t)k * (size_t)g.oh * (size_t)g.ow, nc = SPARSE_CONV_FLOATS / per;
+        nc = nc < 1 ? 1 : nc > (size_t)e->max_batch ? (size_t)e->max_batch : nc;
+        sp->conv_chunk = (int32_t)nc;
+        *scratch = nc * per * sizeof(float);
+    }
+    return EFC_OK;
+}
+
+/* Sparse Conv2d (groups 1) on NCHW: the columns of each image, from im2col over a chunk of
+ * images (or the image itself for a 1x1 stride-1 conv), go through the column-layout sparse
+ * kernel straight into the image's output rows (bias and activation included). */
+static void sparse_conv(const struct step *sp, const struct efc_conv_geom *g, const float *x,
+                        const float *b, float *y, float *scratch, enum efc_k_act act)
+{
+    const struct efc_k_spmm_f32 *k = efc_kernels()->spmm_f32;
+    size_t p = (size_t)g->oh * g->ow, hw = (size_t)g->h * g->w;
+
+    if (sp->conv_chunk == 0) {
+        for (int32_t img = 0; img < g->n; img++)
+            k->run_t(&sp->sw, (int32_t)p, x + (size_t)img * g->c * hw, hw, b, act,
+                     y + (size_t)img * g->oc * p, p);
+        return;
+    }
+    for (int32_t i0 = 0; i0 < g->n; i0 += sp->conv_chunk) {
+        int32_t nc = g->n - i0 < sp->conv_chunk ? g->n - i0 : sp->conv_chunk;
+        efc_k_im2col_f32(g, x, i0, nc, 0, scratch);
+        for (int32_t img = 0; img < nc; img++)
+            k->run_t(&sp->sw, (int32_t)p, scratch + (size_t)img * p, (size_t)nc * p, b, act,
+                     y + (size_t)(i0 + img) * g->oc * p, p);
+    }
+}
+
 enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_opts *o,
                              struct efc_exec **out)
 {
@@ -255,6 +500,8 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
     if (!e)
         return efc_errf(EFC_ENOMEM, "exec: out of memory");
     e->max_batch = o->max_batch;
+    if ((st = efc_exec_sparse_cfg_from_env(&e->sparse)))
+        goto fail;
     /* The compiled FP32 graph is dense: sparse weights are expanded in the copy (after the
      * check has validated their structure). */
     if ((st = efc_model_clone(src, &e->m)) || (st = efc_model_check(e->m)) ||
@@ -275,23 +522,35 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
         goto fail;
 
     e->steps = efc_calloc((size_t)e->m->n_nodes, sizeof(*e->steps));
-    if (!e->steps)
+    e->layers = efc_calloc((size_t)e->m->n_nodes + 1, sizeof(*e->layers));
+    if (!e->steps || !e->layers)
         goto oom;
     e->n_steps = e->m->n_nodes;
     for (int32_t s = 0; s < e->n_steps; s++) {
         struct efc_node *n = &e->m->nodes[s];
         e->steps[s].n = n;
         if (efc_exec_q_is_int8(e->m, n)) {
+            const struct efc_exec_layer *l;
             size_t sb;
-            if ((st = efc_qstep_new(e->m, hwc, n, e->max_batch, &e->steps[s].q, &sb)))
+            if ((st = efc_qstep_new(e->m, hwc, n, e->max_batch, &e->sparse, &e->steps[s].q, &sb)))
                 goto fail;
             if (align_up(sb) > e->scratch_bytes)
                 e->scratch_bytes = align_up(sb);
+            if ((l = efc_qstep_layer(e->steps[s].q)) != NULL) {
+                e->layers[e->n_layers++] = *l;
+                e->n_sparse += l->sparse;
+            }
             continue;
         }
         if (n->op == EFC_OP_BATCHNORM)
             n_aux += 2 * (size_t)e->m->tensors[n->inputs[0]].dims[0];
-        if (n->op == EFC_OP_CONV2D) {
+        if (n->op == EFC_OP_DENSE || (n->op == EFC_OP_CONV2D && n->a.groups == 1)) {
+            size_t sb;
+            if ((st = prep_f32_gemm(e, &e->steps[s], &sb)))
+                goto fail;
+            if (align_up(sb) > e->scratch_bytes)
+                e->scratch_bytes = align_up(sb);
+        } else if (n->op == EFC_OP_CONV2D) {
             struct efc_conv_geom g;
             size_t sb;
             efc_node_conv_geom(e->m, n, e->max_batch, &g);
@@ -333,6 +592,13 @@ enum efc_status efc_exec_new(const struct efc_model *src, const struct efc_exec_
             e->weight_bytes += efc_qstep_weight_bytes(e->steps[s].q);
             continue;
         }
+        if (e->steps[s].sparse) { /* the packed weights replace W; the bias is still read */
+            int32_t b = e->steps[s].n->n_inputs > 2 ? e->steps[s].n->inputs[2] : -1;
+            e->weight_bytes += e->steps[s].sw.packed_bytes;
+            if (b >= 0)
+                e->weight_bytes += efc_tensor_bytes(&e->m->tensors[b]);
+            continue;
+        }
         for (int32_t j = 1; j < e->steps[s].n->n_inputs; j++) {
             int32_t t = e->steps[s].n->inputs[j];
             if (t >= 0 && (e->m->tensors[t].flags & EFC_TENSOR_PARAM))
@@ -354,8 +620,11 @@ void efc_exec_free(struct efc_exec *e)
 {
     if (!e)
         return;
-    for (int32_t i = 0; e->steps && i < e->n_steps; i++)
+    for (int32_t i = 0; e->steps && i < e->n_steps; i++) {
         efc_qstep_free(e->steps[i].q);
+        efc_spmm_w_fini(&e->steps[i].sw);
+    }
+    efc_free(e->layers);
     efc_model_free(e->m);
     efc_free(e->steps);
     efc_free(e->offset);
@@ -404,16 +673,22 @@ enum efc_status efc_exec_run(struct efc_exec *e, const float *raw, int32_t batch
         switch (n->op) {
         case EFC_OP_CONV2D: {
             struct efc_conv_geom g;
+            const float *b = n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL;
             efc_node_conv_geom(e->m, n, batch, &g);
-            efc_k_conv2d_f32(&g, x, param_data(e, n->inputs[1]),
-                             n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL, y, e->scratch,
-                             act);
+            if (e->steps[s].sparse)
+                sparse_conv(&e->steps[s], &g, x, b, y, e->scratch, act);
+            else
+                efc_k_conv2d_f32(&g, x, param_data(e, n->inputs[1]), b, y, e->scratch, act);
             break;
         }
         case EFC_OP_DENSE: {
             const struct efc_tensor *w = &m->tensors[n->inputs[1]];
-            efc_k_dense_f32(batch, w->dims[1], w->dims[0], x, w->data,
-                            n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL, y, act);
+            const float *b = n->n_inputs > 2 ? param_data(e, n->inputs[2]) : NULL;
+            if (e->steps[s].sparse)
+                k->spmm_f32->run(&e->steps[s].sw, batch, x, (size_t)w->dims[1], b, act, y,
+                                 (size_t)w->dims[0], e->scratch);
+            else
+                efc_k_dense_f32(batch, w->dims[1], w->dims[0], x, w->data, b, y, act);
             break;
         }
         case EFC_OP_RELU:
@@ -492,6 +767,22 @@ size_t efc_exec_weight_bytes(const struct efc_exec *e)
 const struct efc_model *efc_exec_model(const struct efc_exec *e)
 {
     return e->m;
+}
+
+const struct efc_exec_layer *efc_exec_layers(const struct efc_exec *e, int32_t *n)
+{
+    *n = e->n_layers;
+    return e->layers;
+}
+
+int32_t efc_exec_n_sparse(const struct efc_exec *e)
+{
+    return e->n_sparse;
+}
+
+enum efc_exec_sparse_mode efc_exec_sparse_mode_of(const struct efc_exec *e)
+{
+    return e->sparse.mode;
 }
 
 enum efc_status efc_eval(const struct efc_model *m, const struct efc_dataset *d, int32_t batch,

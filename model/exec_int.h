@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/sparse.h"
+#include "model/exec.h"
 #include "model/model.h"
 
 struct efc_qstep;
@@ -25,11 +27,23 @@ enum efc_status efc_exec_q_layouts(const struct efc_model *m, struct efc_hwc *hw
 /* Does node n run as an INT8 step (u8 input, or Quantize / Dequantize)? */
 int efc_exec_q_is_int8(const struct efc_model *m, const struct efc_node *n);
 
-/* Prepare node n (packs weights, derives requantisation); *scratch_bytes = what one run needs
- * at batch max_batch. Allocates (load time only). */
+/* Decide how one GEMM-shaped layer runs (exec.h "Sparse kernels per layer"; the threshold
+ * table is in exec.c): w is rows x k, float (int8 = 0) or int8 (int8 = 1), row-major with k in
+ * the order the kernel reads it. Fills every field of *info but name and op. */
+void efc_exec_sparse_decide(const struct efc_exec_sparse_cfg *cfg, int int8, int32_t rows,
+                            int32_t k, const void *w, struct efc_exec_layer *info);
+/* The packer's format for a decided layer: CSR ({0, 0}) or its N:M pattern. */
+void efc_exec_layer_fmt(const struct efc_exec_layer *l, struct efc_sp_fmt *f);
+
+/* Prepare node n (packs weights, dense or sparse as efc_exec_sparse_decide says under `sp`,
+ * derives requantisation); *scratch_bytes = what one run needs at batch max_batch. Allocates
+ * (load time only). */
 enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *hwc,
-                              const struct efc_node *n, int32_t max_batch, struct efc_qstep **out,
+                              const struct efc_node *n, int32_t max_batch,
+                              const struct efc_exec_sparse_cfg *sp, struct efc_qstep **out,
                               size_t *scratch_bytes);
+/* The step's GEMM-shaped layer (Conv2d with groups 1, Dense), or NULL for other steps. */
+const struct efc_exec_layer *efc_qstep_layer(const struct efc_qstep *s);
 /* Run it: x (and x2 for Add) in, y out, scratch as sized by efc_qstep_new. No allocation. */
 void efc_qstep_run(const struct efc_qstep *s, int32_t batch, const void *x, const void *x2, void *y,
                    void *scratch);

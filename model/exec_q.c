@@ -3,11 +3,13 @@
 #include "model/exec_int.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/efc_alloc.h"
 #include "kernels/kernels.h"
 #include "kernels/qops.h"
+#include "kernels/sparse.h"
 #include "model/geom.h"
 
 /* im2row rows per GEMM call: about 64 KiB of patches, so they stay in L2 with the weights. */
@@ -32,6 +34,9 @@ struct efc_qstep {
     struct efc_conv_geom cg;
     struct efc_pool_geom pg;
     struct efc_qgemm_w w;
+    struct efc_spmm_w sw; /* the weights packed sparse when layer.sparse */
+    int32_t gemm;         /* a GEMM-shaped layer (conv groups 1, dense): layer is set */
+    struct efc_exec_layer layer;
     int32_t *mult, *shift;
     struct efc_requant rq;
     int8_t *dw_w;
@@ -127,9 +132,39 @@ static const int32_t *bias_of(const struct efc_model *m, const struct efc_node *
     return n->n_inputs > 2 && n->inputs[2] >= 0 ? m->tensors[n->inputs[2]].data : NULL;
 }
 
+/* Pack the GEMM weights w[rows][k] (k in the order the kernel reads it) dense or sparse, as
+ * efc_exec_sparse_decide says: both packers take the dense int8 weights, and the sparse INT8
+ * kernel is bit-exact with the dense one (kernels/sparse.h), so the choice changes no output. */
+static enum efc_status pack_gemm(struct efc_qstep *s, const struct efc_model *m,
+                                 const struct efc_node *n, int32_t rows, int32_t k, const int8_t *w,
+                                 const struct efc_exec_sparse_cfg *sp)
+{
+    struct efc_sp_fmt fmt;
+
+    s->gemm = 1;
+    snprintf(s->layer.name, sizeof(s->layer.name), "%s", n->name);
+    s->layer.op = n->op;
+    efc_exec_sparse_decide(sp, 1, rows, k, w, &s->layer);
+    if (!s->layer.sparse)
+        return s->k->qgemm->pack(rows, k, w, bias_of(m, n), s->zp_x, &s->w);
+    efc_exec_layer_fmt(&s->layer, &fmt);
+    return s->k->spmm_u8s8->pack(rows, k, w, bias_of(m, n), s->zp_x, &fmt, &s->sw);
+}
+
+/* y[i] = requant(W x[i]) over n rows: the contract shared by qgemm and spmm_u8s8 run. */
+static void run_gemm(const struct efc_qstep *s, int32_t n, const uint8_t *x, size_t ldx, uint8_t *y,
+                     size_t ldy)
+{
+    if (s->layer.sparse)
+        s->k->spmm_u8s8->run(&s->sw, &s->rq, n, x, ldx, y, ldy);
+    else
+        s->k->qgemm->run(&s->w, &s->rq, n, x, ldx, y, ldy);
+}
+
 /* Conv weights OIHW -> O(kh kw C), the order im2row writes, then pack. */
 static enum efc_status prep_conv(struct efc_qstep *s, const struct efc_model *m,
-                                 const struct efc_node *n, size_t *scratch)
+                                 const struct efc_node *n, const struct efc_exec_sparse_cfg *sp,
+                                 size_t *scratch)
 {
     const struct efc_tensor *wt = &m->tensors[n->inputs[1]];
     struct efc_conv_geom *g = &s->cg;
@@ -146,7 +181,7 @@ static enum efc_status prep_conv(struct efc_qstep *s, const struct efc_model *m,
                 for (int32_t kx = 0; kx < g->kw; kx++)
                     wr[(size_t)o * K + (size_t)(ky * g->kw + kx) * g->c + c] =
                         w[(((size_t)o * g->c + c) * g->kh + ky) * g->kw + kx];
-    st = s->k->qgemm->pack(g->oc, K, wr, bias_of(m, n), s->zp_x, &s->w);
+    st = pack_gemm(s, m, n, g->oc, K, wr, sp);
     efc_free(wr);
     if (st)
         return st;
@@ -187,7 +222,8 @@ static enum efc_status prep_dw(struct efc_qstep *s, const struct efc_model *m,
 /* Dense: a u8 input in NHWC order (a view of a C x H x W map) gets its weight columns
  * permuted from the trained (c, h, w) order to (h, w, c) once. */
 static enum efc_status prep_dense(struct efc_qstep *s, const struct efc_model *m,
-                                  const struct efc_hwc *hwc, const struct efc_node *n)
+                                  const struct efc_hwc *hwc, const struct efc_node *n,
+                                  const struct efc_exec_sparse_cfg *sp)
 {
     const struct efc_tensor *wt = &m->tensors[n->inputs[1]];
     int32_t out = wt->dims[0], in = wt->dims[1];
@@ -210,13 +246,14 @@ static enum efc_status prep_dense(struct efc_qstep *s, const struct efc_model *m
                         w[(size_t)o * in + (size_t)c * hw + i];
         w = wr;
     }
-    st = s->k->qgemm->pack(out, in, w, bias_of(m, n), s->zp_x, &s->w);
+    st = pack_gemm(s, m, n, out, in, w, sp);
     efc_free(wr);
     return st;
 }
 
 enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *hwc,
-                              const struct efc_node *n, int32_t max_batch, struct efc_qstep **out,
+                              const struct efc_node *n, int32_t max_batch,
+                              const struct efc_exec_sparse_cfg *sp, struct efc_qstep **out,
                               size_t *scratch)
 {
     struct efc_qstep *s = efc_calloc(1, sizeof(*s));
@@ -237,7 +274,7 @@ enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *h
         if ((st = make_requant(s, m, n, s->cg.oc)))
             break;
         if (s->cg.groups == 1)
-            st = prep_conv(s, m, n, scratch);
+            st = prep_conv(s, m, n, sp, scratch);
         else if (s->cg.groups == s->cg.c)
             st = prep_dw(s, m, n);
         else
@@ -248,7 +285,7 @@ enum efc_status efc_qstep_new(const struct efc_model *m, const struct efc_hwc *h
         break;
     case EFC_OP_DENSE:
         if (!(st = make_requant(s, m, n, m->tensors[n->inputs[1]].dims[0])))
-            st = prep_dense(s, m, hwc, n);
+            st = prep_dense(s, m, hwc, n, sp);
         break;
     case EFC_OP_MAXPOOL:
     case EFC_OP_AVGPOOL:
@@ -307,6 +344,7 @@ void efc_qstep_free(struct efc_qstep *s)
     if (!s)
         return;
     efc_qgemm_w_fini(&s->w);
+    efc_spmm_w_fini(&s->sw);
     efc_free(s->mult);
     efc_free(s->shift);
     efc_free(s->dw_w);
@@ -314,12 +352,19 @@ void efc_qstep_free(struct efc_qstep *s)
     efc_free(s);
 }
 
+const struct efc_exec_layer *efc_qstep_layer(const struct efc_qstep *s)
+{
+    return s->gemm ? &s->layer : NULL;
+}
+
 size_t efc_qstep_weight_bytes(const struct efc_qstep *s)
 {
-    size_t b = s->w.packed_bytes + (size_t)s->w.m * sizeof(int32_t);
+    /* dense: packed W + folded bias [m]; sparse: packed W + folded bias [out] */
+    int32_t rows = s->layer.sparse ? s->sw.out : s->w.m;
+    size_t b = s->w.packed_bytes + s->sw.packed_bytes + (size_t)rows * sizeof(int32_t);
     if (s->mult)
         b += 2 * sizeof(int32_t) *
-             (s->rq.per_tensor ? 1 : (size_t)(s->kind == Q_DW ? s->cg.oc : s->w.m));
+             (s->rq.per_tensor ? 1 : (size_t)(s->kind == Q_DW ? s->cg.oc : rows));
     if (s->dw_w)
         b += (size_t)s->cg.kh * s->cg.kw * s->cg.oc + (size_t)s->cg.oc * sizeof(int32_t);
     return b;
@@ -359,18 +404,16 @@ void efc_qstep_run(const struct efc_qstep *s, int32_t batch, const void *xv, con
             for (int32_t p0 = 0; p0 < P; p0 += s->rows_chunk) {
                 int32_t np = P - p0 < s->rows_chunk ? P - p0 : s->rows_chunk;
                 k->im2row_u8(g, xi, (uint8_t)s->zp_x, p0, np, scratch, (size_t)s->kdim);
-                k->qgemm->run(&s->w, &s->rq, np, scratch, (size_t)s->kdim, yi + (size_t)p0 * g->oc,
-                              (size_t)g->oc);
+                run_gemm(s, np, scratch, (size_t)s->kdim, yi + (size_t)p0 * g->oc, (size_t)g->oc);
             }
         }
         break;
     }
     case Q_CONV1X1:
-        k->qgemm->run(&s->w, &s->rq, batch * s->cg.h * s->cg.w, x, (size_t)s->cg.c, y,
-                      (size_t)s->cg.oc);
+        run_gemm(s, batch * s->cg.h * s->cg.w, x, (size_t)s->cg.c, y, (size_t)s->cg.oc);
         break;
     case Q_DENSE:
-        k->qgemm->run(&s->w, &s->rq, batch, x, s->in_per, y, s->out_per);
+        run_gemm(s, batch, x, s->in_per, y, s->out_per);
         break;
     case Q_DW: {
         struct efc_conv_geom g = s->cg;

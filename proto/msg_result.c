@@ -3,6 +3,7 @@
  * Besides each field's type and range, the paired counts must be consistent (docs/protocol.md):
  * both_correct + base_only + cand_only <= eval_total, correct = both_correct + cand_only,
  * base_correct = both_correct + base_only, agree <= eval_total; latencies p50 <= p90 <= p99.
+ * sparse_layers is the one optional field: absent decodes as 0 (docs/protocol.md).
  */
 #include <string.h>
 
@@ -12,6 +13,7 @@
 
 #define MSG "result"
 #define SAMPLES_MAX 10000000
+#define SPARSE_LAYERS_MAX 65536
 
 static enum efc_status check_counts(const struct efc_proto_result *m)
 {
@@ -78,6 +80,10 @@ static enum efc_status decode_fields(struct efc_proto_rd *r, void *out)
     efc_proto_rd_u64(r, "weight_bytes", 0, UINT64_MAX, &m->weight_bytes);
     efc_proto_rd_u64(r, "peak_activation_bytes", 0, UINT64_MAX, &m->peak_activation_bytes);
     efc_proto_rd_u64(r, "peak_rss_bytes", 0, UINT64_MAX, &m->peak_rss_bytes);
+    /* Optional (added after version 1 shipped, so older agents omit it): absent means 0;
+     * present, it is checked like every other field (integer, range, not duplicated). */
+    if (r->st == EFC_OK && cJSON_GetObjectItemCaseSensitive(r->root, "sparse_layers"))
+        efc_proto_rd_i32(r, "sparse_layers", 0, SPARSE_LAYERS_MAX, &m->sparse_layers);
     if (r->st == EFC_OK && m->isa[0] && !efc_proto_id_valid(m->isa))
         r->st = efc_errf(EFC_EPROTO, "%s: isa: not a valid id", MSG);
     if (r->st == EFC_OK)
@@ -137,6 +143,7 @@ enum efc_status efc_proto_result_encode(const struct efc_proto_result *m, char *
         efc_proto_wr_num(o, "weight_bytes", (double)m->weight_bytes, &ok);
         efc_proto_wr_num(o, "peak_activation_bytes", (double)m->peak_activation_bytes, &ok);
         efc_proto_wr_num(o, "peak_rss_bytes", (double)m->peak_rss_bytes, &ok);
+        efc_proto_wr_num(o, "sparse_layers", m->sparse_layers, &ok);
         if (ok && (m->model_bytes > (1ULL << 53) || m->weight_bytes > (1ULL << 53) ||
                    m->peak_activation_bytes > (1ULL << 53) || m->peak_rss_bytes > (1ULL << 53))) {
             ok = 0;

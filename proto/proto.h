@@ -100,6 +100,9 @@ struct efc_proto_result {
     uint64_t weight_bytes;
     uint64_t peak_activation_bytes;
     uint64_t peak_rss_bytes;         /* evaluation child's peak RSS */
+    /* Optional on the wire (absent decodes as 0: agents before it): layers of the candidate
+     * that ran a sparse kernel (model/exec.h "Sparse kernels per layer"), 0..65536. */
+    int32_t sparse_layers;
 };
 
 /* The coordinator's application ack: the result is committed (RELIABILITY.md rule 1). */

@@ -449,8 +449,9 @@ static size_t crash_check(const char *path)
     return n;
 }
 
-/* A version-1 database (before the assignment indexes) is migrated to the current version at
- * open, keeping its data. */
+/* A version-1 database (before the assignment indexes and results.sparse_layers) is migrated
+ * to the current version at open, keeping its data: a result stored before v4 reads
+ * sparse_layers 0 (the column's default), and new results keep theirs. */
 static void test_migrate_v1(void **state)
 {
     char dir[] = "/tmp/efc-test-migrate-XXXXXX", db[128];
@@ -459,6 +460,11 @@ static void test_migrate_v1(void **state)
     sqlite3_stmt *q = NULL;
     struct efc_proto_status st = {.version = EFC_PROTO_VERSION, .online = 1};
     struct efc_coord_device dev;
+    struct efc_coord_round r;
+    struct efc_coord_job j1, j2;
+    struct efc_proto_result res1, res2, *list = NULL;
+    size_t n = 0;
+    int dup = -1;
     (void)state;
     assert_non_null(mkdtemp(dir));
     snprintf(db, sizeof(db), "%s/c.db", dir);
@@ -466,28 +472,69 @@ static void test_migrate_v1(void **state)
     snprintf(st.device_id, sizeof(st.device_id), "old-device");
     snprintf(st.hw_class, sizeof(st.hw_class), "generic-ref");
     assert_int_equal(efc_coord_store_device_upsert(s, &st, 1, NULL), EFC_OK);
+    status(s, "m1", "x86_64-avx2", 1);
+    round_spec(&r, "rm", 2, 1, 3);
+    assert_int_equal(efc_coord_store_round_create(s, &r), EFC_OK);
+    assert_int_equal(efc_coord_store_job_assign(s, "m1", 5000, &j1), EFC_OK);
+    res1 = result_for(&j1, "m1");
+    res1.sparse_layers = 3; /* stored at v4, dropped with the column below */
+    assert_int_equal(efc_coord_store_result_put(s, &res1, 6000, &dup), EFC_OK);
+    assert_int_equal(efc_coord_store_results_list(s, "rm", &list, &n), EFC_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].sparse_layers, 3);
+    efc_free(list);
     efc_coord_store_close(s);
     /* make it a v1 database */
     assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
     assert_int_equal(sqlite3_exec(raw, "DROP INDEX results_device; DROP INDEX jobs_device_round;"
                                        "DROP INDEX jobs_pick;"
                                        "CREATE INDEX jobs_class ON jobs(round_id, class, state);"
+                                       "ALTER TABLE results DROP COLUMN sparse_layers;"
                                        "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(raw);
     assert_int_equal(efc_coord_store_open(db, &s), EFC_OK); /* migrates */
     assert_int_equal(efc_coord_store_device_get(s, "old-device", &dev), EFC_OK);
     assert_int_equal(efc_coord_store_check(s), EFC_OK);
+    /* the v1 row: every field kept, sparse_layers 0 */
+    assert_int_equal(efc_coord_store_results_list(s, "rm", &list, &n), EFC_OK);
+    assert_int_equal(n, 1);
+    res1.sparse_layers = 0;
+    assert_memory_equal(&list[0], &res1, sizeof(res1));
+    efc_free(list);
+    /* a result after the migration keeps its count */
+    assert_int_equal(efc_coord_store_job_assign(s, "m1", 7000, &j2), EFC_OK);
+    res2 = result_for(&j2, "m1");
+    res2.sparse_layers = 65536;
+    assert_int_equal(efc_coord_store_result_put(s, &res2, 8000, &dup), EFC_OK);
+    assert_int_equal(efc_coord_store_results_list(s, "rm", &list, &n), EFC_OK);
+    assert_int_equal(n, 2);
+    assert_memory_equal(&list[1], &res2, sizeof(res2));
+    efc_free(list);
     efc_coord_store_close(s);
     assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(raw, "SELECT (SELECT count(*) FROM sqlite_master WHERE "
                                              "name IN ('results_device','jobs_device_round','jobs_pick')),"
-                                             " (SELECT user_version FROM pragma_user_version)",
+                                             " (SELECT user_version FROM pragma_user_version),"
+                                             " (SELECT dflt_value || ' ' || \"notnull\" FROM"
+                                             "  pragma_table_info('results') WHERE"
+                                             "  name = 'sparse_layers')",
                                         -1, &q, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(q, 0), 3);
     assert_int_equal(sqlite3_column_int(q, 1), EFC_COORD_SCHEMA_VERSION);
+    assert_int_equal(EFC_COORD_SCHEMA_VERSION, 4);
+    assert_string_equal((const char *)sqlite3_column_text(q, 2), "0 1");
     sqlite3_finalize(q);
     sqlite3_close(raw);
+    {
+        char p[160];
+        const char *sfx[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            snprintf(p, sizeof(p), "%s%s", db, sfx[i]);
+            unlink(p);
+        }
+        rmdir(dir);
+    }
 }
 
 static void test_crash_sigkill(void **state)

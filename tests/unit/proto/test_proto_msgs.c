@@ -259,6 +259,7 @@ static void test_round_trip_extremes(void **state)
     m.result.has_labels = 0;
     m.result.both_correct = m.result.base_only = m.result.cand_only = 0;
     m.result.correct = m.result.base_correct = 0;
+    m.result.sparse_layers = 65536;
     round_trip(K_RESULT, &m);
 
     sample_ack(&m.ack);
@@ -660,6 +661,19 @@ static void result_specific(void)
     reject_mutation(K_RESULT, "error", "\"line\\nbreak\"", "newline in error");
     reject_mutation(K_RESULT, "batch", "70000", "batch too large");
     reject_mutation(K_RESULT, "isa", "\"av x\"", "isa with a space");
+    /* sparse_layers: optional, but checked when present */
+    reject_mutation(K_RESULT, "sparse_layers", "-1", "negative sparse_layers");
+    reject_mutation(K_RESULT, "sparse_layers", "65537", "sparse_layers too large");
+    reject_mutation(K_RESULT, "sparse_layers", "2.5", "fractional sparse_layers");
+    reject_mutation(K_RESULT, "sparse_layers", "\"3\"", "sparse_layers as string");
+    reject_mutation(K_RESULT, "sparse_layers", "null", "sparse_layers null");
+    reject_mutation(K_RESULT, "sparse_layers", "true", "sparse_layers as bool");
+    reject_mutation(K_RESULT, "sparse_layers", "{}", "sparse_layers object");
+    {
+        char *d = mutate(K_RESULT, "sparse_layers", "2", 1);
+        expect_reject(K_RESULT, d, "sparse_layers duplicated");
+        efc_free(d);
+    }
 }
 
 static void ack_specific(void)
@@ -710,6 +724,57 @@ static void test_malformed_chunk_req(void **state)
     run_kind(K_REQ, req_specific);
 }
 
+/* sparse_layers is optional: a result without it (an older agent's) decodes with 0; the
+ * encoder always writes it and refuses values the decoder would reject. */
+static void test_result_sparse_layers(void **state)
+{
+    static const int32_t ok[] = {0, 1, 7, 65536};
+    struct efc_proto_result m, out;
+    cJSON *o;
+    char *s, *t;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        sample_result(&m);
+        m.sparse_layers = ok[i];
+        assert_int_equal(efc_proto_result_encode(&m, &s), EFC_OK);
+        assert_non_null(strstr(s, "\"sparse_layers\":"));
+        assert_int_equal(efc_proto_result_decode(s, strlen(s), "dev-01", &out), EFC_OK);
+        assert_int_equal(out.sparse_layers, ok[i]);
+        assert_memory_equal(&m, &out, sizeof(m));
+        efc_free(s);
+    }
+    /* absent: as an agent before the field sent it (spliced out of the encoded text) */
+    sample_result(&m);
+    m.sparse_layers = 5;
+    assert_int_equal(efc_proto_result_encode(&m, &s), EFC_OK);
+    o = cJSON_Parse(s);
+    efc_free(s);
+    assert_non_null(o);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "sparse_layers");
+    t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    assert_null(strstr(t, "sparse_layers"));
+    memset(&out, 0xa5, sizeof(out));
+    assert_int_equal(efc_proto_result_decode(t, strlen(t), "dev-01", &out), EFC_OK);
+    assert_int_equal(out.sparse_layers, 0);
+    assert_int_equal(out.eval_total, m.eval_total);
+    cJSON_free(t);
+    /* the encoder refuses what would not decode */
+    s = (char *)0x1;
+    sample_result(&m);
+    m.sparse_layers = -1;
+    assert_int_equal(efc_proto_result_encode(&m, &s), EFC_EINVAL);
+    assert_null(s);
+    m.sparse_layers = 65537;
+    assert_int_equal(efc_proto_result_encode(&m, &s), EFC_EINVAL);
+    /* the detail names the field */
+    s = mutate(K_RESULT, "sparse_layers", "-4", 0);
+    assert_int_equal(efc_proto_result_decode(s, strlen(s), NULL, &out), EFC_EPROTO);
+    assert_non_null(strstr(efc_err_detail(), "sparse_layers"));
+    efc_free(s);
+}
+
 /* The detail names the message and the field. */
 static void test_error_detail(void **state)
 {
@@ -739,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_malformed_status),       cmocka_unit_test(test_malformed_job),
         cmocka_unit_test(test_malformed_result),       cmocka_unit_test(test_malformed_ack),
         cmocka_unit_test(test_malformed_chunk_req),    cmocka_unit_test(test_error_detail),
+        cmocka_unit_test(test_result_sparse_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
