@@ -22,6 +22,7 @@
 #include "common/efc_alloc.h"
 #include "common/efc_status.h"
 #include "kernels/kernels.h"
+#include "kernels/x86/avx2/requant_avx2.h"
 
 #define QG_BLOCK_BYTES (512 * 1024)
 #define QG_MAX_MR 12
@@ -156,50 +157,6 @@ UKR_ROWS6(2)
     R6(NP_), ukr_7x##NP_, ukr_8x##NP_, ukr_9x##NP_, ukr_10x##NP_, ukr_11x##NP_, ukr_12x##NP_
 /* g_ukr[np - 1][mr - 1] */
 static const ukr_fn g_ukr[2][QG_MAX_MR] = {{R12(1)}, {R6(2)}};
-
-struct rq_vec {
-    __m256i mult_e, mult_o, sh_e, sh_o, rnd_e, rnd_o;
-};
-
-static inline void rq_vec_make(__m256i mult, __m256i shift, struct rq_vec *v)
-{
-    const __m256i lo32 = _mm256_set1_epi64x(0xffffffffLL), one = _mm256_set1_epi64x(1);
-    v->mult_e = mult;
-    v->mult_o = _mm256_srli_epi64(mult, 32);
-    v->sh_e = _mm256_and_si256(shift, lo32);
-    v->sh_o = _mm256_srli_epi64(shift, 32);
-    v->rnd_e = _mm256_sllv_epi64(one, _mm256_sub_epi64(v->sh_e, one));
-    v->rnd_o = _mm256_sllv_epi64(one, _mm256_sub_epi64(v->sh_o, one));
-}
-
-/* 64-bit arithmetic shift right by per-lane counts (0..63). */
-static inline __m256i srav_epi64(__m256i v, __m256i n)
-{
-    const __m256i s = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
-    return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(v, s), n), s);
-}
-
-static inline __m256i requant8(__m256i acc, const struct rq_vec *v, __m256i vlo, __m256i vhi,
-                               __m256i vzp)
-{
-    __m256i pe = _mm256_mul_epi32(acc, v->mult_e);
-    __m256i po = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), v->mult_o);
-    pe = srav_epi64(_mm256_add_epi64(pe, v->rnd_e), v->sh_e);
-    po = srav_epi64(_mm256_add_epi64(po, v->rnd_o), v->sh_o);
-    __m256i r = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
-    r = _mm256_min_epi32(_mm256_max_epi32(r, vlo), vhi);
-    return _mm256_add_epi32(r, vzp);
-}
-
-/* 8 int32 in [0, 255] -> 8 bytes in the low half. */
-static inline __m128i narrow8(__m256i v)
-{
-    const __m256i pick =
-        _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12,
-                         -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-    __m256i b = _mm256_shuffle_epi8(v, pick);
-    return _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-}
 
 static void tile_store(const int32_t *tile, int32_t mr, int32_t np, int32_t j0,
                        const struct efc_qgemm_w *w, const struct efc_requant *rq, uint8_t *y,
