@@ -20,6 +20,7 @@
 
 #include "common/efc_status.h"
 #include "kernels/sparse.h"
+#include "kernels/x86/avx512/requant_avx512.h"
 
 /* Samples from which the row layout transposes to the SpMM (below: SELL steps shared by up to
  * 4 samples). Measured on 1024 x 1024 (us per sample, SELL / SpMM): n = 8: 30 / 46 at density
@@ -347,35 +348,7 @@ static enum efc_status spmm_u8s8_pack_avx512(int32_t out, int32_t in, const int8
     return st;
 }
 
-/* The requantisation of kernels.h on 16 lanes, as in the dense VNNI qgemm: vpmuldq on even and
- * odd lanes, + 2^(shift-1), vpsravq, odd results merged back by a masked vpshufd, then
- * clamp(., lo - zp, hi - zp) + zp (no overflow). */
-struct rq_vec {
-    __m512i mult_e, mult_o, sh_e, sh_o, rnd_e, rnd_o;
-};
-
-static inline void rq_vec_make(__m512i mult, __m512i shift, struct rq_vec *v)
-{
-    const __m512i lo32 = _mm512_set1_epi64(0xffffffffLL), one = _mm512_set1_epi64(1);
-    v->mult_e = mult;
-    v->mult_o = _mm512_srli_epi64(mult, 32);
-    v->sh_e = _mm512_and_si512(shift, lo32);
-    v->sh_o = _mm512_srli_epi64(shift, 32);
-    v->rnd_e = _mm512_sllv_epi64(one, _mm512_sub_epi64(v->sh_e, one));
-    v->rnd_o = _mm512_sllv_epi64(one, _mm512_sub_epi64(v->sh_o, one));
-}
-
-static inline __m512i requant16(__m512i acc, const struct rq_vec *v, __m512i vlo, __m512i vhi,
-                                __m512i vzp)
-{
-    __m512i pe = _mm512_mul_epi32(acc, v->mult_e);
-    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), v->mult_o);
-    pe = _mm512_srav_epi64(_mm512_add_epi64(pe, v->rnd_e), v->sh_e);
-    po = _mm512_srav_epi64(_mm512_add_epi64(po, v->rnd_o), v->sh_o);
-    __m512i r = _mm512_mask_shuffle_epi32(pe, (__mmask16)0xAAAA, po, _MM_PERM_CDAB);
-    r = _mm512_min_epi32(_mm512_max_epi32(r, vlo), vhi);
-    return _mm512_add_epi32(r, vzp);
-}
+/* (requantisation: requant_avx512.h, shared with the dense VNNI qgemm) */
 
 /* Steps [s0, s1) of a panel for R samples: int32 sums of the panel's 16 rows per sample. */
 static inline __attribute__((always_inline)) void

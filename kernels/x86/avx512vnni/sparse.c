@@ -17,6 +17,7 @@
 
 #include "common/efc_status.h"
 #include "kernels/sparse.h"
+#include "kernels/x86/avx512/requant_avx512.h"
 
 #define MAX_R 8
 
@@ -39,33 +40,6 @@ static enum efc_status spmm_u8s8_pack_vnni(int32_t out, int32_t in, const int8_t
     return st;
 }
 
-/* kernels.h requantisation on 16 lanes (as the dense VNNI qgemm). */
-struct rq_vec {
-    __m512i mult_e, mult_o, sh_e, sh_o, rnd_e, rnd_o;
-};
-
-static inline void rq_vec_make(__m512i mult, __m512i shift, struct rq_vec *v)
-{
-    const __m512i lo32 = _mm512_set1_epi64(0xffffffffLL), one = _mm512_set1_epi64(1);
-    v->mult_e = mult;
-    v->mult_o = _mm512_srli_epi64(mult, 32);
-    v->sh_e = _mm512_and_si512(shift, lo32);
-    v->sh_o = _mm512_srli_epi64(shift, 32);
-    v->rnd_e = _mm512_sllv_epi64(one, _mm512_sub_epi64(v->sh_e, one));
-    v->rnd_o = _mm512_sllv_epi64(one, _mm512_sub_epi64(v->sh_o, one));
-}
-
-static inline __m512i requant16(__m512i acc, const struct rq_vec *v, __m512i vlo, __m512i vhi,
-                                __m512i vzp)
-{
-    __m512i pe = _mm512_mul_epi32(acc, v->mult_e);
-    __m512i po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), v->mult_o);
-    pe = _mm512_srav_epi64(_mm512_add_epi64(pe, v->rnd_e), v->sh_e);
-    po = _mm512_srav_epi64(_mm512_add_epi64(po, v->rnd_o), v->sh_o);
-    __m512i r = _mm512_mask_shuffle_epi32(pe, (__mmask16)0xAAAA, po, _MM_PERM_CDAB);
-    r = _mm512_min_epi32(_mm512_max_epi32(r, vlo), vhi);
-    return _mm512_add_epi32(r, vzp);
-}
 
 /* Steps [s0, s1) of a panel for R samples, U accumulators per sample (R * U >= 4). */
 static inline __attribute__((always_inline)) void sell_body(const int R, const int U,
