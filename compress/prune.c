@@ -240,6 +240,20 @@ static void nm_geometry(const struct efc_model *m, const struct efc_prune_layer 
         *rows = t->dims[0];
         *in = t->dims[1];
         *inner = 1;
+        /* After Flatten of a [C, H, W] map the INT8 path reads the columns in NHWC order
+         * (h, w, c): group along channels there too, C groups at stride H * W. */
+        int32_t x = m->nodes[l->node].inputs[0];
+        for (int32_t i = 0; i < m->n_nodes; i++) {
+            const struct efc_node *nd = &m->nodes[i];
+            if (nd->output != x || nd->op != EFC_OP_FLATTEN)
+                continue;
+            const struct efc_tensor *a = &m->tensors[nd->inputs[0]];
+            int64_t hw = a->ndim == 3 ? (int64_t)a->dims[1] * a->dims[2] : 1;
+            if (hw > 1 && a->dims[0] * hw == *in) {
+                *in = a->dims[0];
+                *inner = hw;
+            }
+        }
     } else {
         *rows = t->dims[0];
         *in = t->dims[1];

@@ -13,7 +13,9 @@
  * - N:M (efc_prune_nm): in every group of m consecutive weights along the input dimension,
  *   the n largest |w| are kept. Dense W[out, in]: groups of m consecutive inputs of a row.
  *   Conv2d W[oc, ic, kh, kw]: groups of m consecutive input channels at the same (oc, ky, kx),
- *   which is m consecutive elements of the NHWC (kh, kw, ic) order the INT8 GEMM uses. A layer
+ *   which is m consecutive elements of the NHWC (kh, kw, ic) order the INT8 GEMM uses; a Dense
+ *   after Flatten of a [C, H, W] map likewise groups channels at the same (h, w), the order
+ *   the INT8 Dense reads its columns in. A layer
  *   whose input dimension (in, or ic / groups) is not a multiple of m is left dense and listed
  *   in the report (e.g. a first conv over 1 channel).
  * - Gradual schedule (Zhu & Gupta 2017): during fine-tuning the target sparsity rises as

@@ -141,6 +141,17 @@ static void test_nm(void **state)
                 continue;
             }
             int64_t in = t->dims[1], inner = t->ndim == 4 ? (int64_t)t->dims[2] * t->dims[3] : 1;
+            /* a Dense after Flatten of [C, H, W] groups channels (NHWC order of INT8) */
+            for (int32_t q = 0; q < m->n_nodes; q++) {
+                const struct efc_node *pn = &m->nodes[q];
+                const struct efc_tensor *a = &m->tensors[pn->inputs[0]];
+                if (t->ndim == 2 && pn->op == EFC_OP_FLATTEN &&
+                    pn->output == m->nodes[l->node].inputs[0] && a->ndim == 3 &&
+                    a->dims[1] * a->dims[2] > 1) {
+                    in = a->dims[0];
+                    inner = (int64_t)a->dims[1] * a->dims[2];
+                }
+            }
             for (int64_t r = 0; r < t->dims[0]; r++)
                 for (int64_t s = 0; s < inner; s++)
                     for (int64_t g = 0; g < in; g += mm) {
