@@ -153,6 +153,7 @@ static cJSON *class_json(const struct efc_coord_class_selection *cs)
         cJSON_AddNumberToObject(j, "p50_ms", c->p50_ms);
         cJSON_AddNumberToObject(j, "p99_ms", c->p99_ms);
         cJSON_AddNumberToObject(j, "model_bytes", (double)c->model_bytes);
+        cJSON_AddNumberToObject(j, "sparse_layers", c->sparse_layers);
         if (f && c->p50_ms > 0 && f->model_bytes > 0) {
             cJSON_AddNumberToObject(j, "speedup_vs_fp32", f->p50_ms / c->p50_ms);
             cJSON_AddNumberToObject(j, "size_vs_fp32",

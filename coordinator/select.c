@@ -251,6 +251,8 @@ static void fill_candidate(const rp *r, size_t n, const char *policy,
             c->n_ok++;
             if (q->model_bytes > c->model_bytes)
                 c->model_bytes = q->model_bytes;
+            if (q->sparse_layers > c->sparse_layers)
+                c->sparse_layers = q->sparse_layers;
             p50 += q->p50_ms;
             p99 += q->p99_ms;
             np++;

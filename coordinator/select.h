@@ -78,6 +78,7 @@ struct efc_coord_candidate {
     double acc_min, acc_mean; /* over devices (per-device correct/total) */
     double p50_ms, p99_ms;    /* median over devices of p50_ms / p99_ms */
     uint64_t model_bytes;     /* max over OK results */
+    int32_t sparse_layers;    /* max over OK results: layers the devices ran sparse */
     enum efc_coord_verdict verdict;
     int64_t more_samples;   /* UNDECIDED: extra samples estimated to settle it; -1 unknown */
     int32_t pareto_p50;     /* 1 if on the accuracy-vs-p50 Pareto front of the class */
