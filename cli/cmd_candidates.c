@@ -13,13 +13,13 @@
 
 static void help(void)
 {
-    printf("usage: efc candidates base.efm --grid default|FILE --data SPEC -o DIR [--seed S]\n"
-           "                      [-q]\n\n"
+    printf("usage: efc candidates base.efm --grid default|FILE [--data SPEC] [-o DIR]\n"
+           "                      [--seed S] [-q]\n\n"
            "  --grid G     'default' (built in, docs/policies.md) or a file, one policy per line\n"
-           "  --data SPEC  training data for the training steps (its train split; its test\n"
-           "               split, if any, measures accuracy)\n"
-           "  -o DIR       the candidate cache: DIR/c-<hash>.efm per training prefix, reused\n"
-           "               when present\n"
+           "  --data SPEC  training data for the training steps (default fashion-mnist; its\n"
+           "               train split; its test split, if any, measures accuracy)\n"
+           "  -o DIR       the candidate cache (default: candidates/ next to the base model):\n"
+           "               DIR/c-<hash>.efm per training prefix, reused when present\n"
            "  --seed S     training seed (default 1)\n"
            "Policies without a training prefix (fp32, int8(...)) use the base model itself.\n");
 }
@@ -32,7 +32,8 @@ int cmd_candidates(int argc, char **argv)
         {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *grid = NULL, *data = NULL, *dir = NULL;
+    const char *grid = NULL, *data = "fashion-mnist", *dir = NULL;
+    char defdir[4096];
     struct efc_compress_opts co = {.seed = 1, .progress = 1};
     struct efc_grid *g = efc_calloc(1, sizeof(*g));
     struct efc_dataset *train = NULL, *test = NULL;
@@ -73,11 +74,17 @@ int cmd_candidates(int argc, char **argv)
             return cli_usage_error("candidates", "bad option");
         }
     }
-    if (optind + 1 != argc || !grid || !data || !dir) {
+    if (optind + 1 != argc || !grid) {
         efc_free(g);
-        return cli_usage_error("candidates", "need one base model, --grid, --data and -o");
+        return cli_usage_error("candidates", "need one base model and --grid");
     }
     const char *base = argv[optind];
+    if (!dir) { /* default: candidates/ next to the base model */
+        const char *slash = strrchr(base, '/');
+        snprintf(defdir, sizeof(defdir), "%.*scandidates", slash ? (int)(slash - base + 1) : 0,
+                 base);
+        dir = defdir;
+    }
     char base_sha[EFC_SHA256_HEX_BYTES];
     void *buf = NULL;
     size_t n = 0;

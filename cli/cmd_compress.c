@@ -20,11 +20,12 @@
 
 static void help(void)
 {
-    printf("usage: efc compress in.efm --policy P --data SPEC -o out.efm [options]\n\n"
+    printf("usage: efc compress in.efm --policy P [--data SPEC] -o out.efm [options]\n\n"
            "  --policy P         steps joined by '+', e.g. 'prune(sparsity=0.9,finetune=3)+int8'\n"
            "                     (docs/policies.md)\n"
-           "  --data SPEC        training data (fashion-mnist, ...); its train split fine-tunes\n"
-           "                     and calibrates, its test split (if any) measures accuracy\n"
+           "  --data SPEC        training data (default fashion-mnist); its train split\n"
+           "                     fine-tunes and calibrates, its test split (if any) measures\n"
+           "                     accuracy\n"
            "  --lr X             fine-tuning learning rate (default 1e-3, Adam, cosine)\n"
            "  --batch N          fine-tuning batch (default 128)\n"
            "  --seed S           fine-tuning and calibration-sample seed (default 1)\n"
@@ -58,7 +59,7 @@ int cmd_compress(int argc, char **argv)
         {"quiet", no_argument, 0, 'q'},         {"output", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    const char *policy = NULL, *data = NULL, *outp = NULL;
+    const char *policy = NULL, *data = "fashion-mnist", *outp = NULL;
     struct efc_compress_opts co = {.seed = 1, .progress = 1};
     struct efc_compress_report rep;
     struct efc_policy pol;
@@ -115,8 +116,8 @@ int cmd_compress(int argc, char **argv)
             return cli_usage_error("compress", "bad option");
         }
     }
-    if (optind + 1 != argc || !policy || !data || !outp)
-        return cli_usage_error("compress", "need one model file, --policy, --data and -o");
+    if (optind + 1 != argc || !policy || !outp)
+        return cli_usage_error("compress", "need one model file, --policy and -o");
     const char *in = argv[optind];
     if ((st = efc_policy_parse(policy, &pol)) || (st = cli_load_model(in, &m)) ||
         (st = efc_compress_check(m, &pol)))
