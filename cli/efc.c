@@ -18,6 +18,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"train", cmd_train, "train a built-in architecture on a data set"},
+    {"import", cmd_import, "convert an ONNX model (PyTorch export) into an .efm"},
     {"quantize", cmd_quantize, "INT8 post-training quantisation calibrated on local data"},
     {"compress", cmd_compress, "apply a policy (prune, nm, filters, distill, lowrank, qat, int8)"},
     {"candidates", cmd_candidates, "build the candidate models of a grid (training steps, cached)"},

@@ -22,10 +22,10 @@ build() {
 
 echo "== banned functions (STYLE.md 2.10)"
 banned='\b(strcpy|strcat|sprintf|vsprintf|gets|strtok|atoi|atol|atof|system)\s*\('
-if grep -nE "$banned" --include='*.c' --include='*.h' -r common kernels model compress cli bench; then
+if grep -nE "$banned" --include='*.c' --include='*.h' -r common kernels model compress cli bench onnx; then
     echo "banned function used (see above)"; exit 1
 fi
-if grep -nE '\b(malloc|calloc|realloc|free)\s*\(' --include='*.c' -r common kernels model compress cli \
+if grep -nE '\b(malloc|calloc|realloc|free)\s*\(' --include='*.c' -r common kernels model compress cli onnx \
        | grep -v '^common/efc_alloc.c' | grep -vE 'efc_(malloc|calloc|realloc|free)' ; then
     echo "bare allocation outside common/efc_alloc.c (see above)"; exit 1
 fi
