@@ -26,6 +26,8 @@
 #include "common/efc_config.h"
 #include "compress/candidates.h"
 #include "model/artifact.h"
+#include "model/efm.h"
+#include "onnx/onnx_import.h"
 #include "common/efc_log.h"
 #include "common/efc_parse.h"
 #include "common/efc_policy.h"
@@ -73,7 +75,8 @@ static const struct efc_cfg_opt g_opts[] = {
     {"broker", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(broker),
      "MQTT v5 broker, mqtt://host[:port] (round)"},
     {"db", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(db), "SQLite store (required)"},
-    {"base", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(base), "FP32 base model, .efm (round)"},
+    {"base", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(base),
+     "FP32 base model: .efm, or .onnx (imported once into the candidates directory) (round)"},
     {"grid", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(grid),
      "candidate policies, ';'-separated: \"fp32;int8(calib=kl,weights=channel);...\", or "
      "'default', or @FILE (one policy per line) (round)"},
@@ -310,6 +313,15 @@ static int parse_grid(const char *grid, struct efc_coord_round *r)
     return rc;
 }
 
+/* The directory of candidates and wire artifacts (--candidates, default DB.candidates). */
+static void cache_dir(const struct coord *c, char *out, size_t len)
+{
+    if (c->o.cand_dir)
+        snprintf(out, len, "%s", c->o.cand_dir);
+    else
+        snprintf(out, len, "%s.candidates", c->o.db);
+}
+
 /* The wire form of an .efm: a zstd artifact (model/artifact.h) next to the candidates,
  * `a-<first 16 hex of the .efm digest>.efca`, made once; a gets its digest, path and size. */
 static int wire_artifact(struct coord *c, const char *cache, const char *efm_path,
@@ -349,10 +361,7 @@ static int build_candidates(struct coord *c, const struct efc_coord_round *r)
     struct efc_dataset *train = NULL, *test = NULL;
     char cache[PATH_MAX_], bdir[PATH_MAX_];
     int rc = 0;
-    if (c->o.cand_dir)
-        snprintf(cache, sizeof(cache), "%s", c->o.cand_dir);
-    else
-        snprintf(cache, sizeof(cache), "%s.candidates", c->o.db);
+    cache_dir(c, cache, sizeof(cache));
     snprintf(bdir, sizeof(bdir), "%s", c->base_path);
     char *slash = strrchr(bdir, '/');
     if (slash)
@@ -444,21 +453,65 @@ static const struct art *art_of(const struct coord *c, const char *policy,
     return NULL;
 }
 
+/* An ONNX base (not an .efm, not an artifact: a `.onnx` file) is imported once into
+ * `<cache>/base-<first 16 hex of the ONNX digest>.efm` (onnx/onnx_import.h; the import is
+ * deterministic, so a restarted coordinator finds the same base and the same round). */
+static int import_onnx_base(struct coord *c, const uint8_t *digest, char *efm_path, size_t len)
+{
+    char cache[PATH_MAX_], hex[EFC_SHA256_HEX_BYTES];
+    struct stat sb;
+    struct efc_model *m = NULL;
+    efc_sha256_hex(digest, hex);
+    cache_dir(c, cache, sizeof(cache));
+    if (mkdir(cache, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "efc-coordinator: %s: %s\n", cache, strerror(errno));
+        return -1;
+    }
+    int w = snprintf(efm_path, len, "%s/base-%.16s.efm", cache, hex);
+    if (w < 0 || (size_t)w >= len)
+        return -1;
+    if (stat(efm_path, &sb) == 0)
+        return 0;
+    if (efc_onnx_import_file(c->o.base, NULL, &m) != EFC_OK ||
+        efc_efm_save(m, efm_path) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: importing %s: %s\n", c->o.base, efc_err_detail());
+        efc_model_free(m);
+        return -1;
+    }
+    efc_model_free(m);
+    efc_log(EFC_LOG_INFO, MOD, "base %s imported from ONNX into %s", c->o.base, efm_path);
+    return 0;
+}
+
 static int load_base(struct coord *c)
 {
     void *buf = NULL;
     size_t len = 0;
     uint8_t d[EFC_SHA256_BYTES];
-    if (efc_fs_read_all(c->o.base, ART_MAX, &buf, &len) != EFC_OK) {
-        fprintf(stderr, "efc-coordinator: cannot read %s: %s\n", c->o.base, efc_err_detail());
+    const char *path = c->o.base;
+    char imported[PATH_MAX_];
+    if (efc_fs_read_all(path, ART_MAX, &buf, &len) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: cannot read %s: %s\n", path, efc_err_detail());
         return -1;
+    }
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".onnx")) {
+        efc_sha256(buf, len, d);
+        efc_free(buf);
+        buf = NULL;
+        if (import_onnx_base(c, d, imported, sizeof(imported)) ||
+            efc_fs_read_all(imported, ART_MAX, &buf, &len) != EFC_OK) {
+            efc_free(buf);
+            return -1;
+        }
+        path = imported;
     }
     efc_sha256(buf, len, d);
     efc_sha256_hex(d, c->base_sha);
     efc_free(buf);
     c->base_bytes = len;
-    if (!realpath(c->o.base, c->base_path))
-        snprintf(c->base_path, sizeof(c->base_path), "%s", c->o.base);
+    if (!realpath(path, c->base_path))
+        snprintf(c->base_path, sizeof(c->base_path), "%s", path);
     return 0;
 }
 

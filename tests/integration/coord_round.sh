@@ -12,7 +12,8 @@
 #      result and restarted: the round is resumed and completes, one result per job;
 #  (7) a round whose policies have training steps (prune, lowrank): the coordinator builds the
 #      candidates on its own training data, ships them as artifacts, the agents run the int8
-#      step on them; a new round reuses the cached candidates.
+#      step on them; a new round reuses the cached candidates;
+#  (8) an ONNX base model (tests/fixtures/onnx/mlp.onnx): imported once, the round completes.
 # Usage: coord_round.sh BUILD_DIR. Prints "N passed, M failed". SKIP (exit 0) without mosquitto
 # or the Fashion-MNIST files. Bounded: every wait has a deadline (< 90 s in total).
 set -uo pipefail
@@ -156,6 +157,19 @@ if timeout 80 "$coord_bin" "${args7[@]}" --round-id r-cand2 > "$tmp/cand2.out" 2
         && grep -q "prune(sparsity=0.5): cached" "$tmp/cand2.out" && grep -q "$want7" "$tmp/cand2.out"; then
     ok "a new round reuses the cached candidates"
 else bad "cached candidates"; cat "$tmp/cand2.out"; fi
+
+# (8) an ONNX base model: imported once into the candidates directory, then a normal round
+onnx=$here/../fixtures/onnx/mlp.onnx
+if [[ -f $onnx ]]; then
+    want8="jobs=$((2 * n_classes)) done=$((2 * n_classes)) failed=0"
+    if timeout 80 "$coord_bin" --broker "$url" --db "$tmp/onnx.db" round --base "$onnx" \
+            --grid "fp32;int8(calib=percentile,weights=channel)" --sla-drop 0.05 --calib 128 \
+            --eval 300 --runs 5 --batch 8 --min-devices 2 --timeout 60 --job-timeout 30 \
+            > "$tmp/onnx.out" 2> "$tmp/onnx.log" && grep -q "$want8" "$tmp/onnx.out" \
+            && ls "$tmp/onnx.db.candidates"/base-*.efm > /dev/null 2>&1; then
+        ok "ONNX base model: imported, round done ($want8)"
+    else bad "round with an ONNX base"; cat "$tmp/onnx.out" "$tmp/onnx.log"; fi
+fi
 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 for p in "${pids[@]}"; do
