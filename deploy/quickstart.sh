@@ -12,15 +12,15 @@ arch=${EFC_ARCH:-lenet5}
 out=${EFC_OUT:-out}
 jobs=${EFC_JOBS:-$(nproc)}
 
-echo "== 1/7 dependencies"
+echo "== 1/8 dependencies"
 ./deploy/install-deps.sh
-echo "== 2/7 build (Release, portable: ISA paths chosen at run time)"
+echo "== 2/8 build (Release, portable: ISA paths chosen at run time)"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$jobs" --target efc efc-agent efc-coordinator >/dev/null
 efc=build/release/cli/efc
 mkdir -p "$out"
 
-echo "== 3/7 train $arch on Fashion-MNIST (60000 images)"
+echo "== 3/8 train $arch on Fashion-MNIST (60000 images)"
 epochs=()
 [[ -n "${EFC_EPOCHS:-}" ]] && epochs=(--epochs "$EFC_EPOCHS")
 t0=$(date +%s)
@@ -31,15 +31,15 @@ else
 fi
 t1=$(date +%s)
 
-echo "== 4/7 evaluate on the 10000 test images"
+echo "== 4/8 evaluate on the 10000 test images"
 $efc eval "$out/$arch.efm" --data fashion-mnist | head -14
 $efc eval "$out/$arch.efm" --data fashion-mnist --json > "$out/$arch.eval.json"
 
-echo "== 5/7 INT8: calibrate on 512 training images (percentile 99.99 %), quantise, evaluate"
+echo "== 5/8 INT8: calibrate on 512 training images (percentile 99.99 %), quantise, evaluate"
 $efc quantize "$out/$arch.efm" --calib percentile --calib-data fashion-mnist -o "$out/$arch-int8.efm"
 $efc eval "$out/$arch-int8.efm" --data fashion-mnist --json > "$out/$arch-int8.eval.json"
 
-echo "== 6/7 benchmark (1 thread)"
+echo "== 6/8 benchmark (1 thread)"
 export EFC_LOG_LEVEL=${EFC_LOG_LEVEL:-warn}
 $efc inspect "$out/$arch.efm" --json > "$out/$arch.inspect.json"
 $efc inspect "$out/$arch-int8.efm" --json > "$out/$arch-int8.inspect.json"
@@ -68,7 +68,13 @@ cat <<SUMMARY
 SUMMARY
 
 echo
-echo "== 7/7 fleet round: mosquitto, efc-coordinator, six efc-agents (ref, ref, avx2, avx2, avx512vnni, avx512vnni)"
+echo "== 7/8 bring your own model: import a PyTorch-exported ONNX MLP (tests/fixtures/onnx/mlp.onnx, docs/onnx.md)"
+$efc import tests/fixtures/onnx/mlp.onnx -o "$out/mlp-onnx.efm"   # normalisation from the file's efc.input_* metadata
+$efc eval "$out/mlp-onnx.efm" --data fashion-mnist --json > "$out/mlp-onnx.eval.json"
+echo "   imported model: test accuracy $(awk -v a="$(j "$out/mlp-onnx.eval.json" accuracy)" 'BEGIN{printf "%.2f %%", a*100}') (PyTorch on the same model: 82.47 %)"
+
+echo
+echo "== 8/8 fleet round: mosquitto, efc-coordinator, six efc-agents (ref, ref, avx2, avx2, avx512vnni, avx512vnni)"
 . tests/integration/lib/broker.sh
 fleet=$out/fleet
 rm -rf "$fleet"
