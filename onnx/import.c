@@ -43,7 +43,9 @@ struct value {
 struct ctx {
     struct efc_model *m;
     struct value *v;
-    int32_t n_v;
+    int32_t n_v, cap_v;
+    char (*names)[EFC_NAME_MAX + 16]; /* names of values a node adds besides its output */
+    int32_t n_names, cap_names;
     const Onnx__GraphProto *g;
     int64_t opset;
     int32_t ni; /* current node index, for messages */
@@ -222,8 +224,8 @@ static struct value *find(struct ctx *c, const char *name)
 
 static struct value *add_value(struct ctx *c, const char *name)
 {
-    if (c->n_v >= MAX_VALUES) {
-        efc_errf(EFC_EUNSUPPORTED, "onnx: more than %d values", MAX_VALUES);
+    if (c->n_v >= MAX_VALUES || c->n_v >= c->cap_v) {
+        efc_errf(EFC_EUNSUPPORTED, "onnx: more than %d values", c->cap_v);
         return NULL;
     }
     memset(&c->v[c->n_v], 0, sizeof(c->v[0]));
@@ -769,6 +771,8 @@ static enum efc_status op_bn(struct ctx *c, const Onnx__NodeProto *n)
     return emit(c, EFC_OP_BATCHNORM, n->output[0], in, 5, &a, x->ndim, x->dims, x->ndim, NULL);
 }
 
+static enum efc_status op_alias(struct ctx *c, const Onnx__NodeProto *n, int dropout);
+
 /* A scalar float constant input i, or NaN-free absence (*has = 0). */
 static enum efc_status scalar_in(struct ctx *c, const Onnx__NodeProto *n, size_t i, int *has,
                                  float *out)
@@ -801,11 +805,44 @@ static enum efc_status op_unary(struct ctx *c, const Onnx__NodeProto *n, enum ef
     return emit(c, op, n->output[0], &x->t, 1, NULL, x->ndim, x->dims, x->efc_ndim, NULL);
 }
 
+/* y = s * x + b per channel, as an inference BatchNorm (mean 0, var 1; gamma absorbs the
+ * sqrt(1 + eps) of the denominator), into a new value named `out`. */
+static enum efc_status emit_affine(struct ctx *c, struct value *x, float s, float b,
+                                   const char *out)
+{
+    struct efc_node_attrs a = {0};
+    int32_t in[5], ch = x->dims[0];
+    enum efc_status st;
+    static const char *const what[4] = {"scale", "shift", "mean", "var"};
+    a.eps = 1e-5f;
+    a.momentum = 0.1f;
+    if ((st = materialise(c, x, &in[0])))
+        return st;
+    float *v = efc_malloc((size_t)ch * sizeof(float));
+    if (!v)
+        return node_err(c, EFC_ENOMEM, "clip: out of memory");
+    for (int i = 0; i < 4 && st == EFC_OK; i++) {
+        float val = i == 0 ? s * sqrtf(1.0f + a.eps) : i == 1 ? b : i == 2 ? 0.0f : 1.0f;
+        char nm[EFC_NAME_MAX];
+        for (int32_t k = 0; k < ch; k++)
+            v[k] = val;
+        snprintf(nm, sizeof(nm), "%.40s.%s.%s", c->nname, out, what[i]);
+        st = add_param(c, nm, 1, &ch, v, &in[i + 1]);
+    }
+    efc_free(v);
+    if (st)
+        return st;
+    return emit(c, EFC_OP_BATCHNORM, out, in, 5, &a, x->ndim, x->dims, x->ndim, NULL);
+}
+
+/* Clip(min, max): ReLU (0, none) and ReLU6 (0, 6) directly; any other bounds through the same
+ * ops around an affine map: clamp(x, lo, hi) = lo + (hi - lo) / 6 * relu6(6 (x - lo) / (hi - lo)),
+ * max(x, lo) = lo + relu(x - lo), min(x, hi) = hi - relu(hi - x); no bounds is Identity. */
 static enum efc_status op_clip(struct ctx *c, const Onnx__NodeProto *n)
 {
     int has_lo, has_hi;
     float lo = 0, hi = 0;
-    char msg[200];
+    struct value *x;
     enum efc_status st;
     if ((st = scalar_in(c, n, 1, &has_lo, &lo)) || (st = scalar_in(c, n, 2, &has_hi, &hi)))
         return st;
@@ -813,10 +850,41 @@ static enum efc_status op_clip(struct ctx *c, const Onnx__NodeProto *n)
         return op_unary(c, n, EFC_OP_RELU6);
     if (has_lo && lo == 0.0f && !has_hi)
         return op_unary(c, n, EFC_OP_RELU);
-    snprintf(msg, sizeof(msg),
-             "min %g max %g; supported: min 0 max 6 (ReLU6) or min 0 without max (ReLU)",
-             has_lo ? (double)lo : -INFINITY, has_hi ? (double)hi : INFINITY);
-    return node_err(c, EFC_EUNSUPPORTED, msg);
+    if (!has_lo && !has_hi)
+        return op_alias(c, n, 0);
+    if ((has_lo && !isfinite(lo)) || (has_hi && !isfinite(hi)) || (has_lo && has_hi && !(hi > lo)))
+        return node_err(c, EFC_EUNSUPPORTED, "min and max must be finite with min < max");
+    if ((st = in_act(c, n, 0, &x)))
+        return st;
+    if (c->n_names + 2 > c->cap_names)
+        return node_err(c, EFC_EINTERNAL, "clip: no room for its intermediate values");
+    char *t1 = c->names[c->n_names++], *t2 = c->names[c->n_names++];
+    snprintf(t1, sizeof(c->names[0]), "%.50s#clip1", n->output[0]);
+    snprintf(t2, sizeof(c->names[0]), "%.50s#clip2", n->output[0]);
+    float s = 1.0f, b = 0.0f, s2 = 1.0f, b2 = 0.0f;
+    enum efc_op mid = EFC_OP_RELU;
+    if (has_lo && has_hi) {
+        s = 6.0f / (hi - lo);
+        b = -lo * s;
+        s2 = (hi - lo) / 6.0f;
+        b2 = lo;
+        mid = EFC_OP_RELU6;
+    } else if (has_lo) {
+        b = -lo;
+        b2 = lo;
+    } else {
+        s = -1.0f;
+        b = hi;
+        s2 = -1.0f;
+        b2 = hi;
+    }
+    struct value *v1, *v2;
+    if ((st = emit_affine(c, x, s, b, t1)) || !(v1 = find(c, t1)))
+        return st ? st : node_err(c, EFC_EINTERNAL, "clip");
+    if ((st = emit(c, mid, t2, &v1->t, 1, NULL, v1->ndim, v1->dims, v1->efc_ndim, NULL)) ||
+        !(v2 = find(c, t2)))
+        return st ? st : node_err(c, EFC_EINTERNAL, "clip");
+    return emit_affine(c, v2, s2, b2, n->output[0]);
 }
 
 static enum efc_status op_softmax(struct ctx *c, const Onnx__NodeProto *n)
@@ -966,7 +1034,7 @@ static enum efc_status import_node(struct ctx *c, const Onnx__NodeProto *n)
         return op_constant(c, n);
     return node_err(c, EFC_EUNSUPPORTED,
                     "operator not supported; supported: Conv, Gemm, MatMul(+Add), Relu, "
-                    "Clip(0,6), MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, "
+                    "Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, "
                     "BatchNormalization, Softmax, Add, Identity, Dropout, Constant");
 }
 
@@ -1133,9 +1201,15 @@ static enum efc_status import_model(const Onnx__ModelProto *mp, const struct efc
                         g->n_output);
     c.m = m;
     c.g = g;
-    c.v = efc_calloc(g->n_node + g->n_initializer + g->n_input + 1, sizeof(*c.v));
-    if (!c.v)
-        return efc_errf(EFC_ENOMEM, "onnx: out of memory");
+    /* a node adds its output, and Clip two intermediate values */
+    c.cap_v = (int32_t)(3 * g->n_node + g->n_initializer + g->n_input + 1);
+    c.cap_names = (int32_t)(2 * g->n_node + 1);
+    c.v = efc_calloc((size_t)c.cap_v, sizeof(*c.v));
+    c.names = efc_calloc((size_t)c.cap_names, sizeof(*c.names));
+    if (!c.v || !c.names) {
+        st = efc_errf(EFC_ENOMEM, "onnx: out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < g->n_initializer && !st; i++) {
         struct value *v = add_value(&c, g->initializer[i]->name ? g->initializer[i]->name : "");
         v->kind = V_CONST;
@@ -1175,6 +1249,7 @@ static enum efc_status import_model(const Onnx__ModelProto *mp, const struct efc
         goto out;
 out:
     efc_free(c.v);
+    efc_free(c.names);
     return st;
 }
 

@@ -97,6 +97,7 @@ static const char *const fixtures[] = {
     "conv", "conv_groups", "conv_dw", "conv_pads", "gemm", "gemm_alpha", "float_data",
     "matmul", "matmul_add", "relu", "relu6", "maxpool", "avgpool", "avgpool_incl", "gap",
     "batchnorm", "softmax", "softmax13", "add", "reshape", "identity_dropout_constant",
+    "clip_both", "clip_min", "clip_max",
     "mlp", "lenet", "cnn_bn", "dwsep",
 };
 #define N_FIXTURES (sizeof(fixtures) / sizeof(fixtures[0]))
@@ -131,7 +132,8 @@ static void test_unsupported_named(void **state)
 {
     (void)state;
     expect_refused("bad_op", EFC_EUNSUPPORTED, "node 0 'sig' (Sigmoid): operator not supported");
-    expect_refused("bad_clip", EFC_EUNSUPPORTED, "node 0 'clamp' (Clip): min -1 max 1");
+    expect_refused("bad_clip", EFC_EUNSUPPORTED,
+                   "node 0 'clamp' (Clip): min and max must be finite with min < max");
     expect_refused("bad_dilation", EFC_EUNSUPPORTED, "node 0 'dconv' (Conv): dilations must be 1");
     expect_refused("bad_dtype", EFC_EUNSUPPORTED, "tensor 'W' has data type DOUBLE");
     expect_refused("bad_external", EFC_EUNSUPPORTED, "tensor 'W' uses external data");
