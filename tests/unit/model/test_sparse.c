@@ -33,6 +33,8 @@
 
 #include <cmocka.h>
 
+#include "efm_bytes.h"
+
 #include "common/efc_alloc.h"
 #include "common/efc_fs.h"
 #include "common/efc_rng.h"
@@ -44,42 +46,10 @@
 
 static char tmpdir[256];
 
-/* ---- little-endian helpers mirroring docs/format.md (as in test_efm.c) ---- */
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void wr16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
-}
-
-static void wr64(uint8_t *p, uint64_t v)
-{
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
-
-static void rehash(uint8_t *buf, size_t len)
-{
-    struct efc_sha256 s;
-    efc_sha256_init(&s);
-    efc_sha256_update(&s, buf, 32);
-    efc_sha256_update(&s, buf + 64, len - 64);
-    efc_sha256_final(&s, buf + 32);
 }
 
 static uint8_t *sec_entry(uint8_t *buf, uint32_t kind)
