@@ -63,6 +63,7 @@ struct agent_opts {
     const char *state_dir;
     const char *prefix;
     const char *isa;
+    const char *tls_ca, *tls_cert, *tls_key;
 };
 
 /* The option table (STYLE.md 2.9): --help, --print-config, the config file, EFC_<NAME>. */
@@ -80,6 +81,11 @@ static const struct efc_cfg_opt g_opts[] = {
      "cap the kernels, the OpenBLAS core and the reported class: ref, avx2, avx512, "
      "avx512vnni, amx (default: the CPU's best)"},
     {"prefix", EFC_CFG_STR, "efc/v1", 0, 0, NULL, OPT(prefix), "topic prefix"},
+    {"tls-ca", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_ca),
+     "CA certificate (PEM) of the broker; with --tls-cert and --tls-key: mutual TLS"},
+    {"tls-cert", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_cert),
+     "this client's certificate (PEM; its CN is the MQTT user name)"},
+    {"tls-key", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_key), "this client's private key (PEM)"},
 };
 #define N_OPTS (sizeof(g_opts) / sizeof(g_opts[0]))
 
@@ -770,6 +776,9 @@ static int setup(struct agent *a, enum efc_isa cap)
         .on_message = on_message,
         .ctx = a,
         .clean_start = 1,
+        .tls_ca = a->o.tls_ca,
+        .tls_cert = a->o.tls_cert,
+        .tls_key = a->o.tls_key,
     };
     st = efc_mqtt_new(&mo, &a->mqtt);
     efc_free(will);

@@ -61,6 +61,7 @@ static void on_signal(int sig)
 struct opts {
     const char *broker, *db, *base, *grid, *report, *prefix, *round_id;
     const char *train_data, *cand_dir; /* the training steps of the grid's policies */
+    const char *tls_ca, *tls_cert, *tls_key;
     double sla_drop, sla_acc; /* one of them, given: sla */
     int64_t objective_i;      /* index in "bytes|p50" */
     struct efc_coord_sla sla;
@@ -114,6 +115,11 @@ static const struct efc_cfg_opt g_opts[] = {
      "required by report)"},
     {"report", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(report), "write the HTML/SVG report here"},
     {"prefix", EFC_CFG_STR, "efc/v1", 0, 0, NULL, OPT(prefix), "topic prefix"},
+    {"tls-ca", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_ca),
+     "CA certificate (PEM) of the broker; with --tls-cert and --tls-key: mutual TLS"},
+    {"tls-cert", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_cert),
+     "this client's certificate (PEM; its CN is the MQTT user name)"},
+    {"tls-key", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_key), "this client's private key (PEM)"},
 };
 #define N_OPTS (sizeof(g_opts) / sizeof(g_opts[0]))
 
@@ -1020,7 +1026,10 @@ static int run_round(struct coord *c)
                                .on_message = on_message,
                                .ctx = c,
                                .clean_start = 1,
-                               .inflight = 1000};
+                               .inflight = 1000,
+                               .tls_ca = c->o.tls_ca,
+                               .tls_cert = c->o.tls_cert,
+                               .tls_key = c->o.tls_key};
     if (efc_mqtt_new(&mo, &c->m) != EFC_OK) {
         fprintf(stderr, "efc-coordinator: mqtt: %s\n", efc_err_detail());
         goto out;

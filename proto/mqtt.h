@@ -54,6 +54,13 @@ struct efc_mqtt_opts {
      * 0: libmosquitto's default of 20. A busy coordinator wants more: with 20, its acks and
      * jobs queue behind PUBACK round trips. */
     int inflight;
+    /* TLS (docs/security.md): all three set = mutual TLS with the broker; all NULL = plain
+     * TCP. tls_ca: CA certificate file (PEM) the broker's certificate must chain to (peer
+     * and host name verification are never turned off); tls_cert / tls_key: this client's
+     * certificate and unencrypted private key (PEM). Only some set: EFC_EINVAL. */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
 };
 
 /* Parse "mqtt://host[:port]" ("[v6addr]" accepted). host gets host_cap bytes (NUL-terminated).
