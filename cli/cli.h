@@ -22,6 +22,9 @@ int cmd_unpack(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
 int cmd_candidates(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* Print "efc <cmd>: error: <STATUS>: <detail>" to stderr; returns the exit code (1). */
 int cli_fail(const char *cmd, enum efc_status st);
