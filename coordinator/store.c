@@ -10,12 +10,7 @@
 
 #include "common/efc_alloc.h"
 #include "common/efc_log.h"
-
-struct efc_coord_store {
-    sqlite3 *db;
-    int batch; /* inside efc_coord_store_batch_begin .. _commit */
-    int in_tx; /* the batch's transaction has begun (lazily, at its first write) */
-};
+#include "coordinator/store_int.h"
 
 static const char *const SCHEMA_V1 =
     "CREATE TABLE devices("
@@ -198,6 +193,37 @@ static void col_text(sqlite3_stmt *st, int i, char *dst, size_t len)
     snprintf(dst, len, "%s", t ? (const char *)t : "");
 }
 
+/* The same helpers for the other tables' files (store_int.h). */
+enum efc_status efc_coord_db_err(struct efc_coord_store *s, int rc, const char *what)
+{
+    return db_err(s, rc, what);
+}
+enum efc_status efc_coord_db_begin(struct efc_coord_store *s)
+{
+    return begin(s);
+}
+enum efc_status efc_coord_db_commit(struct efc_coord_store *s)
+{
+    return commit(s);
+}
+void efc_coord_db_rollback(struct efc_coord_store *s)
+{
+    rollback(s);
+}
+enum efc_status efc_coord_db_prep(struct efc_coord_store *s, const char *sql, sqlite3_stmt **st)
+{
+    return prep(s, sql, st);
+}
+enum efc_status efc_coord_db_step_done(struct efc_coord_store *s, sqlite3_stmt *st,
+                                       const char *what)
+{
+    return step_done(s, st, what);
+}
+void efc_coord_db_col_text(sqlite3_stmt *st, int i, char *dst, size_t len)
+{
+    col_text(st, i, dst, len);
+}
+
 /* ---- open / schema ---------------------------------------------------------------------- */
 
 static enum efc_status user_version(struct efc_coord_store *s, int *v)
@@ -267,7 +293,14 @@ static enum efc_status migrate(struct efc_coord_store *s)
                       "migrate schema to v4")) != EFC_OK)
             goto fail;
     }
-    /* Future migrations: if (v < 5) { ...; PRAGMA user_version = 5; } */
+    if (v < 5) {
+        /* v5: OTA rollouts (rollout_store.c, docs/ota.md): the artifact of each policy of a
+         * round, the manifest version counter, rollouts, their devices, and what each
+         * device runs. */
+        if ((e = exec(s, EFC_COORD_SCHEMA_V5, "migrate schema to v5")) != EFC_OK)
+            goto fail;
+    }
+    /* Future migrations: if (v < 6) { ...; PRAGMA user_version = 6; } */
     return commit(s);
 fail:
     rollback(s);

@@ -21,7 +21,7 @@
 #include "coordinator/select.h"
 #include "proto/proto.h"
 
-#define EFC_COORD_SCHEMA_VERSION 4
+#define EFC_COORD_SCHEMA_VERSION 5
 #define EFC_COORD_MAX_POLICIES 64
 #define EFC_COORD_MAX_ATTEMPTS_DEFAULT 3
 #define EFC_COORD_BUSY_TIMEOUT_MS 5000

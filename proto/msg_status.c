@@ -21,7 +21,13 @@ static enum efc_status decode_fields(struct efc_proto_rd *r, void *out)
     efc_proto_rd_text(r, "agent_version", m->agent_version, sizeof(m->agent_version), 0);
     efc_proto_rd_bool(r, "online", &m->online);
     efc_proto_rd_bool(r, "busy", &m->busy);
-    return efc_proto_rd_hex(r, "active_model", m->active_model, 1);
+    efc_proto_rd_hex(r, "active_model", m->active_model, 1);
+    /* Optional (agents before OTA do not send them). */
+    if (r->st == EFC_OK && cJSON_GetObjectItemCaseSensitive(r->root, "active_version"))
+        efc_proto_rd_u64(r, "active_version", 0, UINT64_MAX, &m->active_version);
+    if (r->st == EFC_OK && cJSON_GetObjectItemCaseSensitive(r->root, "active_policy"))
+        efc_proto_rd_text(r, "active_policy", m->active_policy, sizeof(m->active_policy), 1);
+    return r->st;
 }
 
 enum efc_status efc_proto_status_decode(const void *buf, size_t len, const char *topic_device,
@@ -50,9 +56,11 @@ enum efc_status efc_proto_status_encode(const struct efc_proto_status *m, char *
         efc_proto_wr_bool(o, "online", m->online, &ok);
         efc_proto_wr_bool(o, "busy", m->busy, &ok);
         efc_proto_wr_str(o, "active_model", m->active_model, sizeof(m->active_model), &ok);
-        if (ok && m->mem_bytes > (1ULL << 53)) {
+        efc_proto_wr_num(o, "active_version", (double)m->active_version, &ok);
+        efc_proto_wr_str(o, "active_policy", m->active_policy, sizeof(m->active_policy), &ok);
+        if (ok && (m->mem_bytes > (1ULL << 53) || m->active_version > (1ULL << 53))) {
             ok = 0;
-            efc_errf(EFC_EINVAL, "mem_bytes exceeds 2^53");
+            efc_errf(EFC_EINVAL, "mem_bytes or active_version exceeds 2^53");
         }
     }
     st = efc_proto_wr_finish(o, ok, MSG, out);

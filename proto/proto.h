@@ -9,6 +9,8 @@
  *   <prefix>/dev/<device_id>/result   agent -> coordinator (QoS 1)
  *   <prefix>/dev/<device_id>/ack      coordinator -> agent: result committed (QoS 1)
  *   <prefix>/dev/<device_id>/chunk/req   agent -> coordinator: artifact chunk request
+ *   <prefix>/dev/<device_id>/ota      coordinator -> agent: install / roll back (QoS 1)
+ *   <prefix>/dev/<device_id>/ota/report  agent -> coordinator: the outcome (QoS 1, acked)
  *   <prefix>/art/<sha256>/<device_id>    coordinator -> agent: artifact chunk
  * Identity comes from the topic, never from the body (RELIABILITY.md rule 4): decoders of
  * agent messages take the topic's device id and reject a body that claims another.
@@ -31,6 +33,8 @@
 #define EFC_PROTO_URL_MAX 512
 #define EFC_PROTO_MSG_MAX (64 * 1024)      /* control messages (not chunks) */
 #define EFC_PROTO_CHUNK_MAX (256 * 1024)   /* artifact chunk payload bytes */
+#define EFC_PROTO_MANIFEST_MAX 4097        /* a signed manifest (ota/manifest.h), with NUL */
+#define EFC_PROTO_OTA_PREFIX "ota-"        /* every OTA id starts so; job ids never do */
 
 /* Agent status (retained). online = 0 is what the last-will publishes. */
 struct efc_proto_status {
@@ -45,6 +49,9 @@ struct efc_proto_status {
     int32_t online;          /* 1 online, 0 offline (will / clean shutdown) */
     int32_t busy;            /* 1 while a job runs */
     char active_model[EFC_PROTO_SHA256_HEX]; /* "" if none */
+    /* Optional on the wire (absent decodes as 0 / ""): the OTA-installed model running now. */
+    uint64_t active_version;                  /* its manifest version; 0: none */
+    char active_policy[EFC_PROTO_POLICY_MAX]; /* its policy; "" if none */
 };
 
 /* A job: evaluate `policy` applied to the model `model_sha256` on the device's local data. */
@@ -112,11 +119,69 @@ struct efc_proto_ack {
     char device_id[EFC_PROTO_ID_MAX];
 };
 
+/* OTA (docs/ota.md). An install carries a signed manifest; the agent verifies it, fetches
+ * the artifact it names (MQTT chunks, or url), applies the policy's device step with its own
+ * data, puts the result in its inactive slot, switches, and keeps it only if the health gate
+ * passes. A rollback names the rollout whose install is to be undone (its manifest again, so
+ * it is authentic): the device returns to its previous slot if, and only if, that install is
+ * what runs. Every directive is answered by one report, resent until acked (ack.job_id =
+ * ota_id). ota_id starts with EFC_PROTO_OTA_PREFIX. */
+enum efc_proto_ota_action { EFC_PROTO_OTA_INSTALL = 0, EFC_PROTO_OTA_ROLLBACK = 1 };
+
+struct efc_proto_ota {
+    int32_t version;
+    char ota_id[EFC_PROTO_ID_MAX];
+    char rollout_id[EFC_PROTO_ID_MAX];
+    char device_id[EFC_PROTO_ID_MAX];
+    int32_t action;                         /* enum efc_proto_ota_action */
+    char manifest[EFC_PROTO_MANIFEST_MAX];  /* signed manifest JSON */
+    char url[EFC_PROTO_URL_MAX];            /* "" = fetch by MQTT chunks */
+    /* The health gate (install): local samples for calibration and evaluation, timed runs,
+     * and the limits; 0 = no limit. */
+    int32_t calib_samples;
+    int32_t eval_samples;
+    int32_t health_runs;                    /* timed batch-1 inferences (>= 1) */
+    double min_accuracy;                    /* on local labelled data, 0..1 */
+    double min_agree;                       /* top-1 agreement with the FP32 artifact, 0..1 */
+    double max_p99_ms;
+    int64_t max_rss_bytes;
+    uint64_t seed;
+    int64_t deadline_ms;                    /* absolute, Unix epoch ms; the whole directive */
+    int64_t mem_limit_bytes;                /* health child's address-space limit (0: none) */
+};
+
+enum efc_proto_ota_outcome {
+    EFC_PROTO_OTA_INSTALLED = 0,   /* new model active and committed */
+    EFC_PROTO_OTA_ROLLED_BACK = 1, /* new model failed its health gate; previous one active */
+    EFC_PROTO_OTA_REFUSED = 2,     /* manifest or artifact refused; nothing changed */
+    EFC_PROTO_OTA_FAILED = 3,      /* download, disk or other failure; nothing changed */
+    EFC_PROTO_OTA_REVERTED = 4,    /* rollback directive done: previous model active */
+};
+
+struct efc_proto_ota_report {
+    int32_t version;
+    char ota_id[EFC_PROTO_ID_MAX];
+    char rollout_id[EFC_PROTO_ID_MAX];
+    char device_id[EFC_PROTO_ID_MAX];
+    int32_t action;                           /* of the directive */
+    int32_t outcome;                          /* enum efc_proto_ota_outcome */
+    char reason[256];                         /* why (stable code first: "ROLLBACK: ...") */
+    char active_sha256[EFC_PROTO_SHA256_HEX]; /* artifact running now, "" if none */
+    uint64_t active_version;
+    char active_policy[EFC_PROTO_POLICY_MAX];
+    /* The health evaluation of the new model (0 when it did not run). */
+    int32_t has_labels, eval_total, correct, agree;
+    double p50_ms, p99_ms;
+    uint64_t peak_rss_bytes;
+};
+
 /* Encoders: JSON text (efc_free). Errors: EFC_EINVAL for a struct that would not decode. */
 enum efc_status efc_proto_status_encode(const struct efc_proto_status *m, char **out);
 enum efc_status efc_proto_job_encode(const struct efc_proto_job *m, char **out);
 enum efc_status efc_proto_result_encode(const struct efc_proto_result *m, char **out);
 enum efc_status efc_proto_ack_encode(const struct efc_proto_ack *m, char **out);
+enum efc_status efc_proto_ota_encode(const struct efc_proto_ota *m, char **out);
+enum efc_status efc_proto_ota_report_encode(const struct efc_proto_ota_report *m, char **out);
 
 /* Decoders: payload of len bytes (not NUL-terminated), validated field by field; EFC_EPROTO
  * with a detail. topic_device: the device id taken from the topic (agent messages must match
@@ -127,8 +192,14 @@ enum efc_status efc_proto_job_decode(const void *buf, size_t len, struct efc_pro
 enum efc_status efc_proto_result_decode(const void *buf, size_t len, const char *topic_device,
                                         struct efc_proto_result *out);
 enum efc_status efc_proto_ack_decode(const void *buf, size_t len, struct efc_proto_ack *out);
+enum efc_status efc_proto_ota_decode(const void *buf, size_t len, struct efc_proto_ota *out);
+enum efc_status efc_proto_ota_report_decode(const void *buf, size_t len, const char *topic_device,
+                                            struct efc_proto_ota_report *out);
+/* Names of actions and outcomes ("install", "rolled_back"); "?" when out of range. */
+const char *efc_proto_ota_action_str(int32_t action);
+const char *efc_proto_ota_outcome_str(int32_t outcome);
 
-/* Topics. kind: "status", "job", "result", "ack", "chunk/req". Returns EFC_EINVAL if the
+/* Topics. kind: "status", "job", "result", "ack", "chunk/req", "ota", "ota/report". Returns EFC_EINVAL if the
  * result would not fit or the id is not a valid id. */
 enum efc_status efc_proto_topic(const char *prefix, const char *device_id, const char *kind,
                                 char *out, size_t out_len);

@@ -11,7 +11,8 @@
 
 #define PREFIX_MAX 128
 
-static const char *const kinds[] = {"status", "job", "result", "ack", "chunk/req"};
+static const char *const kinds[] = {"status", "job", "result", "ack", "chunk/req", "ota",
+                                    "ota/report"};
 
 static int kind_valid(const char *k)
 {

@@ -490,6 +490,9 @@ static void test_migrate_v1(void **state)
                                        "DROP INDEX jobs_pick;"
                                        "CREATE INDEX jobs_class ON jobs(round_id, class, state);"
                                        "ALTER TABLE results DROP COLUMN sparse_layers;"
+                                       "DROP TABLE round_artifacts; DROP TABLE ota_counter;"
+                                       "DROP TABLE rollout_devices; DROP TABLE rollouts;"
+                                       "DROP TABLE device_models;"
                                        "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(raw);
     assert_int_equal(efc_coord_store_open(db, &s), EFC_OK); /* migrates */
@@ -522,7 +525,7 @@ static void test_migrate_v1(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(q, 0), 3);
     assert_int_equal(sqlite3_column_int(q, 1), EFC_COORD_SCHEMA_VERSION);
-    assert_int_equal(EFC_COORD_SCHEMA_VERSION, 4);
+    assert_int_equal(EFC_COORD_SCHEMA_VERSION, 5);
     assert_string_equal((const char *)sqlite3_column_text(q, 2), "0 1");
     sqlite3_finalize(q);
     sqlite3_close(raw);
