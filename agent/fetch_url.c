@@ -7,6 +7,13 @@
  * The body is never hashed while it arrives: a resumed .part has a prefix we did not see
  * arrive, so the whole file is hashed once at the end, from disk, which is also what gets
  * installed.
+ *
+ * "<dest>.part.etag" holds the validator of the response the .part's bytes came from (one
+ * line: a strong ETag with its quotes, else the Last-Modified date), written before the first
+ * body byte of an attempt from 0 and removed whenever the .part is emptied, removed or
+ * installed. A resume sends it as If-Range (RFC 9110 13.1.5): a server whose object changed
+ * answers 200 with the whole new object, which restarts from 0 instead of splicing. Weak
+ * ETags are never used: If-Range with one never matches, so every resume would restart.
  */
 #include "agent/fetch_url.h"
 
@@ -23,6 +30,7 @@
 #include <unistd.h>
 
 #include "common/efc_alloc.h"
+#include "common/efc_fs.h"
 #include "common/efc_log.h"
 #include "common/efc_sha256.h"
 
@@ -33,11 +41,15 @@
 /* Hashed per step: about 10 ms at this machine's SHA-256 speed, well under the agent's loop
  * tick, so a verification never delays MQTT noticeably. */
 #define HASH_SLICE_BYTES (4u * 1024 * 1024)
+/* An ETag or HTTP date longer than this is not kept (no If-Range then; the digest still
+ * guards the resume). Real ones are under 100 bytes. */
+#define VALIDATOR_MAX 256
 
 enum phase { PHASE_XFER, PHASE_VERIFY, PHASE_DONE };
 
 struct efc_agent_fetch_url {
     char *url, *dest, *part;
+    char *etag_path; /* "<dest>.part.etag": the validator of the .part's bytes */
     char sha_hex[EFC_SHA256_HEX_BYTES];
     uint64_t expected;
     CURLM *multi;
@@ -51,11 +63,17 @@ struct efc_agent_fetch_url {
     int checked; /* the response of this attempt was checked at its first body bytes */
     int cr_valid;
     uint64_t cr_start; /* first byte of the current response's Content-Range */
+    /* The validator sent as If-Range by this attempt ("" when none: attempt from 0, no
+     * .etag), and the current response's own ETag / Last-Modified ("" when absent). */
+    char validator[VALIDATOR_MAX];
+    char resp_etag[VALIDATOR_MAX];
+    char resp_lm[VALIDATOR_MAX];
+    struct curl_slist *hdrs; /* "If-Range: <validator>" */
     /* Set by the callbacks, acted on when libcurl reports the transfer over. */
     int cb_restart;
     enum efc_status cb_st;
     int cb_errno;
-    char cb_why[512];
+    char cb_why[768];
     /* VERIFY */
     struct efc_sha256 h;
     uint64_t hashed;
@@ -81,7 +99,10 @@ static enum efc_status io_status(int e)
     return e == ENOSPC ? EFC_ENOSPC : EFC_EIO;
 }
 
-/* Close the .part; remove it when asked or when it is empty (nothing worth resuming). */
+/* Close the .part; remove it (and its .etag) when asked or when it is empty (nothing worth
+ * resuming). A kept .part is fdatasynced first: the next start resumes from its size, and
+ * after a power cut an unsynced tail could read back as zeros, which the digest would only
+ * catch after a whole transfer (RELIABILITY.md F1: resume from the last fsynced offset). */
 static void close_part(struct efc_agent_fetch_url *f, int remove)
 {
     struct stat sb;
@@ -89,10 +110,15 @@ static void close_part(struct efc_agent_fetch_url *f, int remove)
         return;
     if (!remove && fstat(f->fd, &sb) == 0 && sb.st_size == 0)
         remove = 1;
+    if (!remove && fdatasync(f->fd) != 0)
+        efc_log(EFC_LOG_WARN, MOD, "url=%s: fdatasync %s: %s (a resume may restart from 0)", f->url,
+                f->part, strerror(errno));
     close(f->fd);
     f->fd = -1;
-    if (remove)
+    if (remove) {
         unlink(f->part);
+        unlink(f->etag_path);
+    }
 }
 
 static void detach(struct efc_agent_fetch_url *f)
@@ -128,11 +154,15 @@ static void attach(struct efc_agent_fetch_url *f)
     f->written = 0;
     f->checked = 0;
     f->cr_valid = 0;
+    f->resp_etag[0] = '\0';
+    f->resp_lm[0] = '\0';
     f->cb_restart = 0;
     f->cb_st = EFC_OK;
     f->cb_why[0] = '\0';
     f->errbuf[0] = '\0';
     curl_easy_setopt(f->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)f->offset);
+    curl_easy_setopt(f->easy, CURLOPT_HTTPHEADER,
+                     f->offset > 0 && f->validator[0] ? f->hdrs : (struct curl_slist *)NULL);
     mc = curl_multi_add_handle(f->multi, f->easy);
     if (mc != CURLM_OK) {
         finish(f, EFC_EINTERNAL, 0, "%s: curl_multi_add_handle: %s", f->url,
@@ -153,6 +183,10 @@ static void restart(struct efc_agent_fetch_url *f, const char *why)
         return;
     }
     efc_log(EFC_LOG_WARN, MOD, "url=%s: %s; restarting from 0", f->url, why);
+    /* The .etag first: a crash between the two leaves a .part without a validator (resumed
+     * without If-Range, the digest guards it), never a validator naming other bytes. */
+    unlink(f->etag_path);
+    f->validator[0] = '\0';
     if (ftruncate(f->fd, 0) != 0) {
         int e = errno;
         finish(f, io_status(e), 0, "%s: cannot empty %s: %s", f->url, f->part, strerror(e));
@@ -212,17 +246,107 @@ static int parse_content_range(const char *p, size_t n, uint64_t expected, uint6
     return 1;
 }
 
+/* A validator is sent back in a request header: only printable ASCII (no CR, LF or other
+ * control bytes that could split the header), non-empty, shorter than VALIDATOR_MAX. */
+static int validator_ok(const char *v, size_t n)
+{
+    if (n == 0 || n >= VALIDATOR_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+/* If the header line p[0..len) is "<name>: value", copy the trimmed value into out (NUL-
+ * terminated; "" when it is not a usable validator). 1 if the name matched. */
+static int header_value(const char *p, size_t len, const char *name, char *out)
+{
+    size_t k = strlen(name), a, b;
+    if (len <= k || strncasecmp(p, name, k) != 0 || p[k] != ':')
+        return 0;
+    a = k + 1;
+    b = len;
+    while (a < b && (p[a] == ' ' || p[a] == '\t'))
+        a++;
+    while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t' || p[b - 1] == '\r' || p[b - 1] == '\n'))
+        b--;
+    out[0] = '\0';
+    if (validator_ok(p + a, b - a)) {
+        memcpy(out, p + a, b - a);
+        out[b - a] = '\0';
+    }
+    return 1;
+}
+
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct efc_agent_fetch_url *f = ud;
     size_t len = size * n;
     /* A new status line starts a new response (redirect, 100-continue): forget the last
-     * response's range. */
-    if (len >= 5 && strncasecmp(p, "HTTP/", 5) == 0)
+     * response's range and validators. */
+    if (len >= 5 && strncasecmp(p, "HTTP/", 5) == 0) {
         f->cr_valid = 0;
-    else if (len > 14 && strncasecmp(p, "Content-Range:", 14) == 0)
+        f->resp_etag[0] = '\0';
+        f->resp_lm[0] = '\0';
+    } else if (len > 14 && strncasecmp(p, "Content-Range:", 14) == 0) {
         f->cr_valid = parse_content_range(p, len, f->expected, &f->cr_start);
+    } else if (!header_value(p, len, "ETag", f->resp_etag)) {
+        header_value(p, len, "Last-Modified", f->resp_lm);
+    }
     return len;
+}
+
+/* The validator of the current response that If-Range can use: a strong ETag, else the
+ * Last-Modified date; "" if neither. */
+static const char *response_validator(const struct efc_agent_fetch_url *f)
+{
+    if (f->resp_etag[0] == '"')
+        return f->resp_etag;
+    return f->resp_lm;
+}
+
+/* Record which object the bytes about to be written at 0 belong to. Called before the first
+ * body byte of an attempt from 0. A failure only costs the If-Range of a later resume. */
+static void save_validator(struct efc_agent_fetch_url *f)
+{
+    const char *v = response_validator(f);
+    char line[VALIDATOR_MAX + 1];
+    int n;
+    if (!v[0]) {
+        unlink(f->etag_path);
+        return;
+    }
+    n = snprintf(line, sizeof(line), "%s\n", v);
+    if (efc_fs_write_atomic(f->etag_path, line, (size_t)n) != EFC_OK)
+        efc_log(EFC_LOG_WARN, MOD, "url=%s: cannot keep the validator: %s", f->url,
+                efc_err_detail());
+}
+
+/* At start, for a resume: the validator kept beside the .part, and its If-Range header. A
+ * missing or malformed .etag means a resume without If-Range (the digest still guards it). */
+static enum efc_status load_validator(struct efc_agent_fetch_url *f)
+{
+    char h[VALIDATOR_MAX + 16];
+    void *buf = NULL;
+    size_t n = 0;
+    f->validator[0] = '\0';
+    if (efc_fs_read_all(f->etag_path, VALIDATOR_MAX + 1, &buf, &n) != EFC_OK)
+        return EFC_OK;
+    if (n > 0 && ((char *)buf)[n - 1] == '\n')
+        n--;
+    if (validator_ok(buf, n)) {
+        memcpy(f->validator, buf, n);
+        f->validator[n] = '\0';
+    }
+    efc_free(buf);
+    if (!f->validator[0])
+        return EFC_OK;
+    snprintf(h, sizeof(h), "If-Range: %s", f->validator);
+    f->hdrs = curl_slist_append(NULL, h);
+    if (!f->hdrs)
+        return efc_errf(EFC_ENOMEM, "%s: out of memory", f->url);
+    return EFC_OK;
 }
 
 enum response { RESPONSE_OK, RESPONSE_RESTART, RESPONSE_FAIL };
@@ -242,11 +366,23 @@ static enum response check_response(struct efc_agent_fetch_url *f, char *why, si
         snprintf(why, why_len, "HTTP %ld to a request for the whole file", code);
         return RESPONSE_FAIL;
     }
-    if (code == 206 && f->cr_valid && f->cr_start == f->offset)
-        return RESPONSE_OK;
+    if (code == 206 && f->cr_valid && f->cr_start == f->offset) {
+        /* A server that ignored If-Range still names its object: it must be the .part's. */
+        const char *v = response_validator(f);
+        if (!f->validator[0] || !v[0] || (f->validator[0] == '"') != (v[0] == '"') ||
+            strcmp(v, f->validator) == 0)
+            return RESPONSE_OK;
+        snprintf(why, why_len, "object changed: HTTP 206 for %s, the .part is %s", v, f->validator);
+        return RESPONSE_RESTART;
+    }
     if (code == 206)
         snprintf(why, why_len, "HTTP 206 whose Content-Range is not bytes %llu-.../%llu",
                  (unsigned long long)f->offset, (unsigned long long)f->expected);
+    else if (code == 200 && f->validator[0])
+        snprintf(why, why_len,
+                 "HTTP 200 to a resume from %llu with If-Range %s (object "
+                 "changed or range ignored)",
+                 (unsigned long long)f->offset, f->validator);
     else if (code == 200)
         snprintf(why, why_len, "HTTP 200 to a resume from %llu (range ignored)",
                  (unsigned long long)f->offset);
@@ -261,7 +397,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     struct efc_agent_fetch_url *f = ud;
     size_t len = size * n, off = 0;
-    char why[256];
+    char why[640];
 
     if (!f->checked) {
         enum response r = check_response(f, why, sizeof(why));
@@ -276,6 +412,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
             snprintf(f->cb_why, sizeof(f->cb_why), "%s: %s", f->url, why);
             return 0;
         }
+        if (f->offset == 0 && f->written == 0)
+            save_validator(f); /* before the first byte: the .etag never names other bytes */
     }
     /* Our own cap: CURLOPT_MAXFILESIZE_LARGE only sees a length the server announces. */
     if (len > f->expected - f->offset - f->written) {
@@ -348,7 +486,7 @@ static enum efc_status map_curl(CURLcode rc, long http_code)
 static void begin_verify(struct efc_agent_fetch_url *f)
 {
     struct stat sb;
-    char why[256];
+    char why[640];
     if (fstat(f->fd, &sb) != 0) {
         int e = errno;
         finish(f, io_status(e), 0, "%s: cannot stat %s: %s", f->url, f->part, strerror(e));
@@ -374,7 +512,7 @@ static void begin_verify(struct efc_agent_fetch_url *f)
 static void on_done(struct efc_agent_fetch_url *f, CURLcode rc)
 {
     long code = 0;
-    char why[256];
+    char why[640];
 
     detach(f);
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -405,8 +543,9 @@ static void on_done(struct efc_agent_fetch_url *f, CURLcode rc)
      * file:// source shorter than the .part): start again from 0. */
     if (f->offset > 0 && (rc == CURLE_RANGE_ERROR || rc == CURLE_BAD_DOWNLOAD_RESUME ||
                           (rc == CURLE_HTTP_RETURNED_ERROR && code == 416))) {
-        snprintf(why, sizeof(why), "resume from %llu refused (curl %d: %s)",
-                 (unsigned long long)f->offset, (int)rc, curl_easy_strerror(rc));
+        snprintf(why, sizeof(why), "resume from %llu%s%s refused (curl %d: %s)",
+                 (unsigned long long)f->offset, f->validator[0] ? " with If-Range " : "",
+                 f->validator, (int)rc, curl_easy_strerror(rc));
         restart(f, why);
         return;
     }
@@ -431,6 +570,7 @@ static void install(struct efc_agent_fetch_url *f)
     }
     close(f->fd);
     f->fd = -1;
+    unlink(f->etag_path); /* first: a stale .etag must not outlive its .part */
     if (rename(f->part, f->dest) != 0) {
         e = errno;
         unlink(f->part);
@@ -535,6 +675,11 @@ static CURLcode configure(struct efc_agent_fetch_url *f, const struct efc_agent_
     SET(CURLOPT_WRITEDATA, f);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, f);
+    if (o->ca_file) {
+        /* The file is the whole trust store: no system directory of CAs besides it. */
+        SET(CURLOPT_CAINFO, o->ca_file);
+        SET(CURLOPT_CAPATH, (char *)NULL);
+    }
 #undef SET
     return rc;
 }
@@ -561,6 +706,8 @@ enum efc_status efc_agent_fetch_url_start(const struct efc_agent_fetch_url_opts 
                         (unsigned long long)o->expected_bytes);
     if (!hex64_valid(o->sha256_hex))
         return efc_errf(EFC_EINVAL, "%s: expected SHA-256 is not 64 lowercase hex digits", o->url);
+    if (o->ca_file && (!o->ca_file[0] || strlen(o->ca_file) >= URL_MAX))
+        return efc_errf(EFC_EINVAL, "%s: empty or too long ca_file", o->url);
     pthread_once(&g_once, global_init);
     if (g_init_rc != CURLE_OK)
         return efc_errf(EFC_EINTERNAL, "curl_global_init: %s", curl_easy_strerror(g_init_rc));
@@ -571,16 +718,18 @@ enum efc_status efc_agent_fetch_url_start(const struct efc_agent_fetch_url_opts 
     f->fd = -1;
     f->expected = o->expected_bytes;
     snprintf(f->sha_hex, sizeof(f->sha_hex), "%s", o->sha256_hex);
-    n = strlen(o->dest_path) + sizeof(".part");
+    n = strlen(o->dest_path) + sizeof(".part.etag");
     f->url = efc_strdup(o->url);
     f->dest = efc_strdup(o->dest_path);
     f->part = efc_malloc(n);
+    f->etag_path = efc_malloc(n);
     f->buf = efc_malloc(IO_BUF_BYTES);
-    if (!f->url || !f->dest || !f->part || !f->buf) {
+    if (!f->url || !f->dest || !f->part || !f->etag_path || !f->buf) {
         st = efc_errf(EFC_ENOMEM, "%s: out of memory", o->url);
         goto fail;
     }
     snprintf(f->part, n, "%s.part", o->dest_path);
+    snprintf(f->etag_path, n, "%s.part.etag", o->dest_path);
     f->multi = curl_multi_init();
     f->easy = curl_easy_init();
     if (!f->multi || !f->easy) {
@@ -615,6 +764,10 @@ enum efc_status efc_agent_fetch_url_start(const struct efc_agent_fetch_url_opts 
     }
     f->offset = (uint64_t)sb.st_size;
     f->stats.resumed_from = f->offset;
+    if (f->offset == 0)
+        unlink(f->etag_path); /* names no bytes; a new one is written with the first body */
+    else if ((st = load_validator(f)) != EFC_OK)
+        goto fail;
     if (f->offset == f->expected)
         begin_verify(f); /* complete already: only verify (restarts from 0 if wrong) */
     else
@@ -683,9 +836,11 @@ void efc_agent_fetch_url_free(struct efc_agent_fetch_url *f)
     if (f->multi)
         curl_multi_cleanup(f->multi);
     close_part(f, 0);
+    curl_slist_free_all(f->hdrs);
     efc_free(f->url);
     efc_free(f->dest);
     efc_free(f->part);
+    efc_free(f->etag_path);
     efc_free(f->buf);
     efc_free(f);
 }

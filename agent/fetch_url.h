@@ -12,9 +12,14 @@
  * Content-Range that does not start at that size makes the download restart from 0 on an
  * emptied .part (a full body is never appended to a partial file), as does a SHA-256 mismatch
  * of a resumed file (its prefix may be stale); at most EFC_AGENT_FETCH_URL_MAX_RESTARTS
- * times. At the end the size must equal expected_bytes and the SHA-256 must match; then the
- * file is fsynced, renamed to dest_path and its directory fsynced (the efc_fs_write_atomic
- * order). A size or digest mismatch of a download from 0 deletes the .part.
+ * times. The validator of the response a .part was started from (a strong ETag, else
+ * Last-Modified) is kept in "<dest_path>.part.etag" and sent as If-Range on a resume, so a
+ * changed object answers 200 and restarts from 0 before any byte is spliced; a 206 whose
+ * validator differs from the kept one restarts too. A .part kept after a failed attempt is
+ * fdatasynced before the result is reported (a later start resumes from its size). At the
+ * end the size must equal expected_bytes and the SHA-256 must match; then the file is
+ * fsynced, renamed to dest_path and its directory fsynced (the efc_fs_write_atomic order). A
+ * size or digest mismatch of a download from 0 deletes the .part (and its .etag).
  *
  * Ownership: the options are copied at start (the caller may free them). The object is
  * freed with efc_agent_fetch_url_free, which also aborts a running transfer and keeps a
@@ -45,6 +50,10 @@ struct efc_agent_fetch_url_opts {
     int32_t connect_s;       /* connect timeout; 0 = EFC_AGENT_FETCH_URL_CONNECT_S */
     int32_t low_speed_bytes; /* abort below this many bytes/s ... (0 = default) */
     int32_t low_speed_s;     /* ... for this many seconds (0 = default) */
+    /* PEM file of the CA certificates that https servers must chain to (CURLOPT_CAINFO; the
+     * system's directory of CAs is then not used either, so a fleet's private PKI is the whole
+     * trust store). NULL = libcurl's system default store. Verification stays on either way. */
+    const char *ca_file;
 };
 
 /* What a download did (for logs and tests). */
@@ -59,7 +68,8 @@ struct efc_agent_fetch_url;
 /* Validate the options, open (create 0644) "<dest_path>.part" and prepare the transfer; no
  * network activity happens before the first step. A .part longer than expected_bytes is
  * emptied; one of exactly expected_bytes is only verified (no transfer). Errors: EFC_EINVAL
- * (NULL, empty URL, size 0 or over 2^53, bad digest, path too long), EFC_EIO / EFC_ENOSPC
+ * (NULL, empty URL, size 0 or over 2^53, bad digest, path too long, empty or too long
+ * ca_file; a missing or unreadable ca_file is EFC_ETLS at a step), EFC_EIO / EFC_ENOSPC
  * (the .part, errno intact), EFC_ENOMEM, EFC_EINTERNAL (libcurl set-up); each with a detail
  * naming the URL or the file. *out is NULL on error. */
 enum efc_status efc_agent_fetch_url_start(const struct efc_agent_fetch_url_opts *o,

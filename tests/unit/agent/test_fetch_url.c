@@ -7,7 +7,12 @@
  * every unusable answer to a resume restart from 0 and still end correct; a restart cut short
  * keeps only its own bytes and is resumed later; disallowed schemes
  * and redirects are refused; a stalled server is aborted by the low-speed limit while no
- * step blocks longer than its timeout. The artifact is 200,003 pseudo-random bytes (odd). */
+ * step blocks longer than its timeout. The artifact is 200,003 pseudo-random bytes (odd).
+ * RELIABILITY.md F1 (cuts at 10 random offsets, each resumed), F3 (the object changes between
+ * attempts: If-Range from "<dest>.part.etag" gives a 200 and a restart from 0, never a splice)
+ * and F4 (idle after headers, trickle: aborted by the low-speed limit within limit + 2 s) use
+ * "/obj", which serves version 1 or 2 of the artifact (g_verfile) with ETag, Last-Modified,
+ * Range and If-Range, and logs each request's Range and If-Range to g_reqlog. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -43,8 +48,13 @@ static char g_src[128];  /* the artifact, served as file://g_src */
 static char g_dest[128]; /* where every test downloads to */
 static char g_part[140];
 static char g_url[160];
+static char g_etag[150];    /* g_dest's "<dest>.part.etag" */
+static char g_verfile[128]; /* "1" or "2": the version /obj serves */
+static char g_reqlog[128];  /* one line per /obj request, appended by the server */
 static uint8_t *g_data;
+static uint8_t *g_data2; /* version 2 of the object: same size, other bytes here and there */
 static char g_sha[EFC_SHA256_HEX_BYTES];
+static char g_sha2[EFC_SHA256_HEX_BYTES];
 static int g_port;
 static pid_t g_server = -1;
 
@@ -83,10 +93,66 @@ static void send_full(int c)
     send_all(c, g_data, N_BYTES);
 }
 
+static int read_version(void)
+{
+    char v = '1';
+    int fd = open(g_verfile, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &v, 1) != 1)
+            v = '1';
+        close(fd);
+    }
+    return v == '2' ? 2 : 1;
+}
+
+/* "/obj[?opt&opt...]": the current version with ETag "vN" (or only Last-Modified: "lmonly"),
+ * a Range honoured unless If-Range names another version ("noifrange": If-Range ignored), and
+ * the connection closed once the body reaches absolute offset "cut=N". */
+static void serve_obj(int c, const char *query, long long start, const char *if_range)
+{
+    int ver = read_version(), lmonly = strstr(query, "lmonly") != NULL;
+    const uint8_t *data = ver == 2 ? g_data2 : g_data;
+    const char *lm = ver == 2 ? "Tue, 02 Jan 2024 00:00:00 GMT" : "Mon, 01 Jan 2024 00:00:00 GMT";
+    char etag[16], line[256], vh[96];
+    long long end = N_BYTES;
+    const char *cut = strstr(query, "cut=");
+    int fd, n;
+
+    snprintf(etag, sizeof(etag), "\"v%d\"", ver);
+    fd = open(g_reqlog, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    n = snprintf(line, sizeof(line), "range=%lld if-range=%s\n", start, if_range);
+    if (fd >= 0) {
+        if (n > 0 && (size_t)n < sizeof(line) && write(fd, line, (size_t)n) < 0)
+            n = 0;
+        close(fd);
+    }
+    if (start >= 0 && if_range[0] && !strstr(query, "noifrange") &&
+        strcmp(if_range, lmonly ? lm : etag) != 0)
+        start = -1; /* If-Range names another object: the whole current one */
+    if (cut)
+        end = strtoll(cut + 4, NULL, 10);
+    if (lmonly)
+        snprintf(vh, sizeof(vh), "Last-Modified: %s", lm);
+    else
+        snprintf(vh, sizeof(vh), "ETag: %s\r\nLast-Modified: %s", etag, lm);
+    if (start < 0) {
+        start = 0;
+        send_head(c, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\n%s\r\nConnection: close\r\n\r\n",
+                  N_BYTES, vh);
+    } else {
+        send_head(c,
+                  "HTTP/1.1 206 Partial Content\r\nContent-Length: %lld\r\n"
+                  "Content-Range: bytes %lld-%u/%u\r\n%s\r\nConnection: close\r\n\r\n",
+                  (long long)N_BYTES - start, start, N_BYTES - 1, N_BYTES, vh);
+    }
+    if (end > start)
+        send_all(c, data + start, (size_t)(end - start));
+}
+
 /* One request: read its head, take the path and the Range start, answer by path. */
 static void serve_conn(int c)
 {
-    char req[4096], path[128] = "";
+    char req[4096], path[128] = "", if_range[128] = "";
     size_t n = 0;
     long long start = -1;
     const char *r;
@@ -108,6 +174,12 @@ static void serve_conn(int c)
             for (const char *d = r + 14; *d >= '0' && *d <= '9'; d++)
                 start = start * 10 + (*d - '0');
         }
+        if (strncasecmp(r + 1, "If-Range: ", 10) == 0)
+            sscanf(r + 11, "%127[^\r\n]", if_range);
+    }
+    if (!strncmp(path, "/obj", 4)) {
+        serve_obj(c, path + 4, start, if_range);
+        return;
     }
     if (!strcmp(path, "/good") || !strcmp(path, "/416") || !strcmp(path, "/badcr") ||
         !strcmp(path, "/badtotal")) {
@@ -152,6 +224,17 @@ static void serve_conn(int c)
     } else if (!strcmp(path, "/stall")) { /* say nothing until the client gives up (<= 10 s) */
         struct pollfd p = {.fd = c, .events = POLLIN};
         poll(&p, 1, 10000);
+    } else if (!strcmp(path, "/idle")) { /* headers, then silence (<= 10 s) */
+        struct pollfd p = {.fd = c, .events = POLLIN};
+        send_head(c, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\nConnection: close\r\n\r\n", N_BYTES);
+        poll(&p, 1, 10000);
+    } else if (!strcmp(path, "/trickle")) { /* headers, then 1 byte per 100 ms (<= 10 s) */
+        send_head(c, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\nConnection: close\r\n\r\n", N_BYTES);
+        for (int i = 0; i < 100; i++) {
+            struct pollfd p = {.fd = c, .events = POLLIN};
+            if (write(c, g_data + i, 1) != 1 || poll(&p, 1, 100) != 0)
+                break; /* the client closed (poll sees EOF) or went away */
+        }
     } else {
         send_head(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     }
@@ -222,15 +305,26 @@ static int setup(void **state)
     snprintf(g_src, sizeof(g_src), "%s/source.efm", g_dir);
     snprintf(g_dest, sizeof(g_dest), "%s/artifact", g_dir);
     snprintf(g_part, sizeof(g_part), "%s.part", g_dest);
+    snprintf(g_etag, sizeof(g_etag), "%s.part.etag", g_dest);
+    snprintf(g_verfile, sizeof(g_verfile), "%s/version", g_dir);
+    snprintf(g_reqlog, sizeof(g_reqlog), "%s/requests", g_dir);
     snprintf(g_url, sizeof(g_url), "file://%s", g_src);
     g_data = efc_malloc(N_BYTES);
-    if (!g_data)
+    g_data2 = efc_malloc(N_BYTES);
+    if (!g_data || !g_data2)
         return -1;
     efc_rng_init(&r, 42);
     for (size_t i = 0; i < N_BYTES; i++)
         g_data[i] = (uint8_t)efc_rng_below(&r, 256);
     efc_sha256(g_data, N_BYTES, d);
     efc_sha256_hex(d, g_sha);
+    /* a new release of the same object: a byte changed every 4 KiB, so any prefix of version 1
+     * longer than a few KiB spliced with a suffix of version 2 is neither of them */
+    memcpy(g_data2, g_data, N_BYTES);
+    for (size_t i = 100; i < N_BYTES; i += 4096)
+        g_data2[i] ^= 0x5A;
+    efc_sha256(g_data2, N_BYTES, d);
+    efc_sha256_hex(d, g_sha2);
     if (write_file(g_src, g_data, N_BYTES))
         return -1;
     return server_start();
@@ -246,17 +340,24 @@ static int teardown(void **state)
     unlink(g_src);
     unlink(g_dest);
     unlink(g_part);
+    unlink(g_etag);
+    unlink(g_verfile);
+    unlink(g_reqlog);
     rmdir(g_dir);
     efc_free(g_data);
+    efc_free(g_data2);
     return 0;
 }
 
-/* Before each test: no destination, no .part. */
+/* Before each test: no destination, no .part, no .etag, /obj at version 1, no request log. */
 static int clean(void **state)
 {
     (void)state;
     unlink(g_dest);
     unlink(g_part);
+    unlink(g_etag);
+    unlink(g_verfile);
+    unlink(g_reqlog);
     return 0;
 }
 
@@ -266,8 +367,8 @@ static int exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
-/* 1 if g_dest holds exactly the artifact, with mode 0644. */
-static int dest_correct(void)
+/* 1 if g_dest holds exactly `data` (N_BYTES), with mode 0644. */
+static int dest_is(const uint8_t *data)
 {
     struct stat sb;
     uint8_t *buf;
@@ -277,11 +378,31 @@ static int dest_correct(void)
     buf = efc_malloc(N_BYTES);
     assert_non_null(buf);
     fd = open(g_dest, O_RDONLY | O_CLOEXEC);
-    ok = fd >= 0 && read(fd, buf, N_BYTES) == (ssize_t)N_BYTES && memcmp(buf, g_data, N_BYTES) == 0;
+    ok = fd >= 0 && read(fd, buf, N_BYTES) == (ssize_t)N_BYTES && memcmp(buf, data, N_BYTES) == 0;
     if (fd >= 0)
         close(fd);
     efc_free(buf);
     return ok;
+}
+
+static int dest_correct(void)
+{
+    return dest_is(g_data);
+}
+
+/* The whole (small) text file at path, "" if missing. */
+static void read_text(const char *path, char *out, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t k = fd >= 0 ? read(fd, out, n - 1) : -1;
+    out[k > 0 ? k : 0] = '\0';
+    if (fd >= 0)
+        close(fd);
+}
+
+static void set_version(int v)
+{
+    assert_int_equal(write_file(g_verfile, v == 2 ? "2" : "1", 1), 0);
 }
 
 static void http_url(char *out, size_t n, const char *path)
@@ -641,6 +762,219 @@ static void test_http_stall(void **state)
     assert_false(exists(g_dest));
 }
 
+/* ---- F1, F3, F4: the /obj server ----------------------------------------------------------- */
+
+static void obj_url(char *out, size_t n, const char *query)
+{
+    snprintf(out, n, "http://127.0.0.1:%d/obj%s", g_port, query);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* F1: the server cuts the connection at 10 random offsets (seeded, printed; EFC_TEST_SEED
+ * replays one). Each cut attempt fails (curl 18) keeping exactly the bytes up to the cut; the
+ * next start resumes from them with a Range (and the If-Range of the kept .etag, which still
+ * matches: no restart); the last one completes. Every body byte crosses the wire once. */
+static void test_http_cuts_resume(void **state)
+{
+    const char *env = getenv("EFC_TEST_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 10) : efc_time_ns();
+    uint32_t cuts[10];
+    uint64_t total = 0, prev = 0;
+    struct efc_agent_fetch_url_stats s;
+    struct efc_rng r;
+    struct stat sb;
+    char url[160], q[32], etag[64];
+    (void)state;
+    print_message("cuts: seed %llu (EFC_TEST_SEED=%llu replays it)\n", (unsigned long long)seed,
+                  (unsigned long long)seed);
+    efc_rng_init(&r, seed);
+    for (size_t i = 0; i < 10; i++) {
+        int dup;
+        do { /* distinct offsets in 1 .. N-1 */
+            cuts[i] = 1 + efc_rng_below(&r, N_BYTES - 1);
+            dup = 0;
+            for (size_t j = 0; j < i; j++)
+                dup |= cuts[j] == cuts[i];
+        } while (dup);
+    }
+    qsort(cuts, 10, sizeof(cuts[0]), cmp_u32);
+    for (size_t i = 0; i < 10; i++) {
+        snprintf(q, sizeof(q), "?cut=%u", cuts[i]);
+        obj_url(url, sizeof(url), q);
+        if (fetch(url, N_BYTES, g_sha, &s) != EFC_ENET || !strstr(efc_err_detail(), "curl 18"))
+            fail_msg("cut %zu at %u (seed %llu): %s", i, cuts[i], (unsigned long long)seed,
+                     efc_err_detail());
+        assert_int_equal(s.resumed_from, prev);
+        assert_int_equal(s.n_restarts, 0);
+        assert_int_equal(s.bytes_received, cuts[i] - prev);
+        assert_int_equal(stat(g_part, &sb), 0);
+        assert_int_equal(sb.st_size, cuts[i]);
+        read_text(g_etag, etag, sizeof(etag));
+        assert_string_equal(etag, "\"v1\"\n");
+        assert_false(exists(g_dest));
+        total += s.bytes_received;
+        prev = cuts[i];
+    }
+    obj_url(url, sizeof(url), "");
+    assert_int_equal(fetch(url, N_BYTES, g_sha, &s), EFC_OK);
+    assert_int_equal(s.resumed_from, prev);
+    assert_int_equal(s.n_restarts, 0);
+    total += s.bytes_received;
+    assert_true(dest_correct());
+    assert_false(exists(g_part));
+    assert_false(exists(g_etag));
+    print_message("cuts: 10 cuts, %llu body bytes for %u (ratio %.3f)\n", (unsigned long long)total,
+                  N_BYTES, (double)total / N_BYTES);
+    assert_true(total * 10 <= (uint64_t)N_BYTES * 11); /* RELIABILITY.md F1: <= 1.1 x size */
+    assert_int_equal(total, N_BYTES);
+}
+
+/* Cut a download of version 1 at `cut`, leaving a .part and its .etag. */
+static void cut_v1(const char *opts, uint32_t cut, const char *want_etag)
+{
+    struct efc_agent_fetch_url_stats s;
+    char url[160], q[64], etag[64];
+    snprintf(q, sizeof(q), "?cut=%u%s", cut, opts);
+    obj_url(url, sizeof(url), q);
+    set_version(1);
+    assert_int_equal(fetch(url, N_BYTES, g_sha, &s), EFC_ENET);
+    read_text(g_etag, etag, sizeof(etag));
+    assert_string_equal(etag, want_etag);
+}
+
+/* F3: the object changes between two attempts. The resume carries If-Range "v1"; the server
+ * answers 200 with version 2, which restarts from 0 before any byte is written: one restart,
+ * exactly one body received (a splice caught only by the digest would receive N - cut more),
+ * and version 2 installed. Same with a Last-Modified validator. */
+static void test_http_object_changed(void **state)
+{
+    static const struct {
+        const char *opts, *etag;
+    } cases[] = {{"", "\"v1\"\n"}, {"&lmonly", "Mon, 01 Jan 2024 00:00:00 GMT\n"}};
+    struct efc_agent_fetch_url_stats s;
+    char url[160], log[512];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        clean(NULL);
+        cut_v1(cases[i].opts, 70001, cases[i].etag);
+        set_version(2);
+        unlink(g_reqlog);
+        obj_url(url, sizeof(url), cases[i].opts[0] ? "?lmonly" : "");
+        if (fetch(url, N_BYTES, g_sha2, &s) != EFC_OK)
+            fail_msg("%s: %s", url, efc_err_detail());
+        assert_true(dest_is(g_data2));
+        assert_int_equal(s.resumed_from, 70001);
+        assert_int_equal(s.n_restarts, 1);
+        assert_int_equal(s.bytes_received, N_BYTES);
+        assert_false(exists(g_part));
+        assert_false(exists(g_etag));
+        /* the resume asked for the rest of version 1 only; then the whole file, no If-Range */
+        read_text(g_reqlog, log, sizeof(log));
+        snprintf(url, sizeof(url), "range=70001 if-range=%.*s\nrange=-1 if-range=\n",
+                 (int)strlen(cases[i].etag) - 1, cases[i].etag);
+        assert_string_equal(log, url);
+    }
+}
+
+/* F3, the manifest is the stale one: it names version 1 while the server has version 2. The
+ * restart fetches version 2 whole, its digest fails: EHASH, nothing installed or kept. */
+static void test_http_object_changed_stale_manifest(void **state)
+{
+    struct efc_agent_fetch_url_stats s;
+    char url[160];
+    (void)state;
+    cut_v1("", 150000, "\"v1\"\n");
+    set_version(2);
+    obj_url(url, sizeof(url), "");
+    assert_int_equal(fetch(url, N_BYTES, g_sha, &s), EFC_EHASH);
+    assert_detail_has("SHA-256 mismatch");
+    assert_int_equal(s.n_restarts, 1);
+    assert_false(exists(g_dest));
+    assert_false(exists(g_part));
+    assert_false(exists(g_etag));
+}
+
+/* F3, a server that ignores If-Range but names its object: the 206 for "v2" on a .part of "v1"
+ * restarts before any byte is written. */
+static void test_http_object_changed_ifrange_ignored(void **state)
+{
+    struct efc_agent_fetch_url_stats s;
+    char url[160];
+    (void)state;
+    cut_v1("&noifrange", 4097, "\"v1\"\n");
+    set_version(2);
+    obj_url(url, sizeof(url), "?noifrange");
+    assert_int_equal(fetch(url, N_BYTES, g_sha2, &s), EFC_OK);
+    assert_true(dest_is(g_data2));
+    assert_int_equal(s.n_restarts, 1);
+    assert_int_equal(s.bytes_received, N_BYTES);
+}
+
+/* A .etag that is not a usable validator (a control byte: it would split the header) is not
+ * sent; the resume goes on without If-Range. */
+static void test_http_bad_etag_file(void **state)
+{
+    struct efc_agent_fetch_url_stats s;
+    char url[160], log[256];
+    (void)state;
+    assert_int_equal(write_file(g_part, g_data, 3333), 0);
+    assert_int_equal(write_file(g_etag, "\"v1\"\r\nX-Evil: 1\n", 17), 0);
+    obj_url(url, sizeof(url), "");
+    assert_int_equal(fetch(url, N_BYTES, g_sha, &s), EFC_OK);
+    assert_true(dest_correct());
+    assert_int_equal(s.n_restarts, 0);
+    assert_int_equal(s.bytes_received, N_BYTES - 3333);
+    read_text(g_reqlog, log, sizeof(log));
+    assert_string_equal(log, "range=3333 if-range=\n");
+    assert_false(exists(g_etag));
+}
+
+/* F4: a server idle after its headers, and one trickling 10 bytes/s, are aborted by the
+ * low-speed limit (1000 bytes/s for 2 s here) within limit + 2 s, not before the limit, and no
+ * step(…, 50) blocks longer than 500 ms meanwhile. */
+static void test_http_idle_and_trickle(void **state)
+{
+    static const char *const paths[] = {"/idle", "/trickle"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        struct efc_agent_fetch_url_opts o = {.dest_path = g_dest,
+                                             .expected_bytes = N_BYTES,
+                                             .sha256_hex = g_sha,
+                                             .low_speed_bytes = 1000,
+                                             .low_speed_s = 2};
+        struct efc_agent_fetch_url *f = NULL;
+        uint64_t t0 = efc_time_ns(), worst = 0, el;
+        enum efc_status st = EFC_OK;
+        char url[128];
+        int done = 0, steps = 0;
+        http_url(url, sizeof(url), paths[i]);
+        o.url = url;
+        assert_int_equal(efc_agent_fetch_url_start(&o, &f), EFC_OK);
+        while (!done && efc_time_ns() - t0 < RUN_LIMIT_NS) {
+            uint64_t t = efc_time_ns();
+            st = efc_agent_fetch_url_step(f, 50, &done);
+            t = efc_time_ns() - t;
+            worst = t > worst ? t : worst;
+            steps++;
+        }
+        el = efc_time_ns() - t0;
+        efc_agent_fetch_url_free(f);
+        print_message("%s: aborted after %.2f s (limit 2 s), %d steps, longest step %.1f ms\n",
+                      paths[i], (double)el * 1e-9, steps, (double)worst * 1e-6);
+        assert_true(done);
+        assert_int_equal(st, EFC_ETIMEDOUT);
+        assert_detail_has("curl 28");
+        assert_true(el >= 1900ull * 1000000ull && el <= 4000ull * 1000000ull);
+        assert_true(worst < 500ull * 1000000ull);
+        assert_false(exists(g_dest));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -660,6 +994,12 @@ int main(void)
         cmocka_unit_test_setup(test_http_oversize, clean),
         cmocka_unit_test_setup(test_http_redirects, clean),
         cmocka_unit_test_setup(test_http_stall, clean),
+        cmocka_unit_test_setup(test_http_cuts_resume, clean),
+        cmocka_unit_test_setup(test_http_object_changed, clean),
+        cmocka_unit_test_setup(test_http_object_changed_stale_manifest, clean),
+        cmocka_unit_test_setup(test_http_object_changed_ifrange_ignored, clean),
+        cmocka_unit_test_setup(test_http_bad_etag_file, clean),
+        cmocka_unit_test_setup(test_http_idle_and_trickle, clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
