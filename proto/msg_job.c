@@ -44,6 +44,10 @@ static enum efc_status decode_fields(struct efc_proto_rd *r, void *out)
     efc_proto_rd_i64(r, "mem_limit_bytes", 0, INT64_MAX, &m->mem_limit_bytes);
     if (r->st == EFC_OK)
         r->st = check_url(m->url);
+    /* The agent's outbox and the acks share one id space: OTA ids own this prefix. */
+    if (r->st == EFC_OK && !strncmp(m->job_id, EFC_PROTO_OTA_PREFIX, strlen(EFC_PROTO_OTA_PREFIX)))
+        r->st = efc_errf(EFC_EPROTO, "%s: job_id: starts with \"%s\" (reserved for OTA)", MSG,
+                         EFC_PROTO_OTA_PREFIX);
     return r->st;
 }
 

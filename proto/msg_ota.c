@@ -54,7 +54,7 @@ static enum efc_status rd_ota_id(struct efc_proto_rd *r, const char *name, char 
 /* ---- directive ------------------------------------------------------------------------ */
 
 /* "" (fetch by MQTT chunks) or an http(s) URL of printable ASCII without spaces: the same
- * rule as a job's url (msg_job.c), since the agent hands it to the same downloader. */
+ * rule as a job's url (msg_job.c), so a URL is held to one rule whichever message carries it. */
 static enum efc_status check_url(const char *u)
 {
     if (!u[0])

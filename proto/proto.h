@@ -199,8 +199,8 @@ enum efc_status efc_proto_ota_report_decode(const void *buf, size_t len, const c
 const char *efc_proto_ota_action_str(int32_t action);
 const char *efc_proto_ota_outcome_str(int32_t outcome);
 
-/* Topics. kind: "status", "job", "result", "ack", "chunk/req", "ota", "ota/report". Returns EFC_EINVAL if the
- * result would not fit or the id is not a valid id. */
+/* Topics. kind: "status", "job", "result", "ack", "chunk/req", "ota", "ota/report". Returns
+ * EFC_EINVAL if the result would not fit or the id is not a valid id. */
 enum efc_status efc_proto_topic(const char *prefix, const char *device_id, const char *kind,
                                 char *out, size_t out_len);
 /* Parse "<prefix>/dev/<id>/<kind>": device id and kind out; EFC_EPROTO if it does not match. */

@@ -1,10 +1,13 @@
 /* fuzz_proto_decode.c — libFuzzer target for every proto decoder (proto.h, chunk.h).
  *
- * The first byte selects the decoder (modulo 7): 0 status (topic device "dev-01"), 1 job,
+ * The first byte selects the decoder (modulo 9): 0 status (topic device "dev-01"), 1 job,
  * 2 result (topic device "dev-01"), 3 ack, 4 chunk request, 5 binary chunk, 6 device topic
- * parse. The rest is the payload. A message that decodes must re-encode, and the encoding must
- * decode to the same struct (the encoder and the decoder agree on what is valid). Replayed over
- * tests/fuzz/corpus/proto_decode/ by ctest.
+ * parse, 7 OTA directive, 8 OTA report (topic device "dev-01"). The rest is the payload.
+ * New decoders are appended at the end so that the seeds' selector bytes (0..6, written
+ * before 7 and 8 existed) keep their meaning: never renumber a case. A message that decodes
+ * must re-encode, and the encoding must decode to the same struct (the encoder and the
+ * decoder agree on what is valid). Replayed over tests/fuzz/corpus/proto_decode/ by ctest;
+ * the OTA seeds there are named ota_* and ota_report_*.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void run(unsigned sel, const uint8_t *p, size_t n)
 {
-    switch (sel % 7) {
+    switch (sel % 9) {
     case 0:
         ROUND_TRIP(struct efc_proto_status, efc_proto_status_decode(p, n, "dev-01", &a),
                    efc_proto_status_encode, efc_proto_status_decode(s, strlen(s), "dev-01", &b));
@@ -66,7 +69,7 @@ static void run(unsigned sel, const uint8_t *p, size_t n)
         efc_free(buf);
         break;
     }
-    default: {
+    case 6: {
         char topic[512], id[EFC_PROTO_ID_MAX], kind[16], again[512];
         size_t k = n < sizeof(topic) - 1 ? n : sizeof(topic) - 1;
         memcpy(topic, p, k);
@@ -78,6 +81,15 @@ static void run(unsigned sel, const uint8_t *p, size_t n)
             abort();
         break;
     }
+    case 7:
+        ROUND_TRIP(struct efc_proto_ota, efc_proto_ota_decode(p, n, &a), efc_proto_ota_encode,
+                   efc_proto_ota_decode(s, strlen(s), &b));
+        break;
+    default:
+        ROUND_TRIP(struct efc_proto_ota_report, efc_proto_ota_report_decode(p, n, "dev-01", &a),
+                   efc_proto_ota_report_encode,
+                   efc_proto_ota_report_decode(s, strlen(s), "dev-01", &b));
+        break;
     }
 }
 

@@ -1,11 +1,13 @@
-/* test_proto_msgs.c — every proto message (status, job, result, ack, chunk_req): round trips
- * (including the extremes: 63-byte ids, 2^53 counters, awkward doubles, UTF-8 text), unknown
- * extra fields ignored, encoders refusing structs that would not decode, and for each message
- * type a table of malformed payloads (>= 30 generic + type-specific) that must all return
- * EFC_EPROTO without crashing: truncations, wrong types, missing and duplicated fields, bad
- * versions, out-of-range numbers (-1, 2^63, 2^53 + 2, 1e400, NaN, Infinity), non-UTF-8,
- * "\u0000", nesting depth 1000, oversized payloads, topic/body device mismatch, inconsistent
- * counts. */
+/* test_proto_msgs.c — every proto message (status, job, result, ack, chunk_req, ota,
+ * ota_report): round trips (including the extremes: 63-byte ids, 2^53 counters, awkward
+ * doubles, UTF-8 text, a 4096-byte manifest), unknown extra fields ignored, encoders refusing
+ * structs that would not decode, and for each message type a table of malformed payloads
+ * (>= 30 generic + type-specific) that must all return EFC_EPROTO without crashing:
+ * truncations, wrong types, missing and duplicated fields, bad versions, out-of-range numbers
+ * (-1, 2^63, 2^53 + 2, 1e400, NaN, Infinity), non-UTF-8, "\u0000", nesting depth 1000,
+ * oversized payloads, topic/body device mismatch, inconsistent counts. Optional members
+ * (result.sparse_layers, status.active_version / active_policy) decode when absent. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,9 +25,17 @@
 #define HEX_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define HEX_B "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 #define ID63 "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789."
+/* The longest ota id: "ota-" + 59 characters. */
+#define OTA63 "ota-efghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789."
+/* A manifest as the signer writes it (canonical: one line, quotes to escape). */
+#define MANIFEST                                                                                   \
+    "{\"format\":1,\"artifact_sha256\":\"" HEX_A "\",\"artifact_bytes\":\"61234\","                \
+    "\"model_id\":\"mlp\",\"policy\":\"int8(calib=kl,weights=channel)\",\"version\":\"3\","        \
+    "\"key_id\":\"0011223344556677\",\"sig\":\"MEUCIQ==\"}"
 
-enum kind { K_STATUS, K_JOB, K_RESULT, K_ACK, K_REQ, K_COUNT };
-static const char *const kind_names[] = {"status", "job", "result", "ack", "chunk_req"};
+enum kind { K_STATUS, K_JOB, K_RESULT, K_ACK, K_REQ, K_OTA, K_REPORT, K_COUNT };
+static const char *const kind_names[] = {"status",    "job", "result",    "ack",
+                                         "chunk_req", "ota", "ota_report"};
 
 union msg {
     struct efc_proto_status status;
@@ -33,6 +43,8 @@ union msg {
     struct efc_proto_result result;
     struct efc_proto_ack ack;
     struct efc_chunk_req req;
+    struct efc_proto_ota ota;
+    struct efc_proto_ota_report report;
 };
 
 static void sample_status(struct efc_proto_status *m)
@@ -122,6 +134,48 @@ static void sample_req(struct efc_chunk_req *m)
     m->length = 65536;
 }
 
+static void sample_ota(struct efc_proto_ota *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->version = EFC_PROTO_VERSION;
+    snprintf(m->ota_id, sizeof(m->ota_id), "ota-7");
+    snprintf(m->rollout_id, sizeof(m->rollout_id), "rollout-3");
+    snprintf(m->device_id, sizeof(m->device_id), "dev-01");
+    m->action = EFC_PROTO_OTA_INSTALL;
+    snprintf(m->manifest, sizeof(m->manifest), "%s", MANIFEST);
+    m->calib_samples = 200;
+    m->eval_samples = 500;
+    m->health_runs = 20;
+    m->min_accuracy = 0.85;
+    m->min_agree = 0.97;
+    m->max_p99_ms = 12.5;
+    m->max_rss_bytes = 256LL << 20;
+    m->seed = 42;
+    m->deadline_ms = 1795000000000LL;
+    m->mem_limit_bytes = 512LL << 20;
+}
+
+static void sample_report(struct efc_proto_ota_report *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->version = EFC_PROTO_VERSION;
+    snprintf(m->ota_id, sizeof(m->ota_id), "ota-7");
+    snprintf(m->rollout_id, sizeof(m->rollout_id), "rollout-3");
+    snprintf(m->device_id, sizeof(m->device_id), "dev-01");
+    m->action = EFC_PROTO_OTA_INSTALL;
+    m->outcome = EFC_PROTO_OTA_INSTALLED;
+    snprintf(m->active_sha256, sizeof(m->active_sha256), HEX_A);
+    m->active_version = 3;
+    snprintf(m->active_policy, sizeof(m->active_policy), "int8(calib=kl,weights=channel)");
+    m->has_labels = 1;
+    m->eval_total = 500;
+    m->correct = 431;
+    m->agree = 493;
+    m->p50_ms = 0.8;
+    m->p99_ms = 2.25;
+    m->peak_rss_bytes = 40ULL << 20;
+}
+
 static void sample(enum kind k, union msg *m)
 {
     switch (k) {
@@ -136,6 +190,12 @@ static void sample(enum kind k, union msg *m)
         break;
     case K_ACK:
         sample_ack(&m->ack);
+        break;
+    case K_OTA:
+        sample_ota(&m->ota);
+        break;
+    case K_REPORT:
+        sample_report(&m->report);
         break;
     default:
         sample_req(&m->req);
@@ -154,6 +214,10 @@ static enum efc_status encode(enum kind k, const union msg *m, char **out)
         return efc_proto_result_encode(&m->result, out);
     case K_ACK:
         return efc_proto_ack_encode(&m->ack, out);
+    case K_OTA:
+        return efc_proto_ota_encode(&m->ota, out);
+    case K_REPORT:
+        return efc_proto_ota_report_encode(&m->report, out);
     default:
         return efc_chunk_req_encode(&m->req, out);
     }
@@ -171,6 +235,10 @@ static enum efc_status decode(enum kind k, const void *buf, size_t len, const ch
         return efc_proto_result_decode(buf, len, topic, &m->result);
     case K_ACK:
         return efc_proto_ack_decode(buf, len, &m->ack);
+    case K_OTA:
+        return efc_proto_ota_decode(buf, len, &m->ota);
+    case K_REPORT:
+        return efc_proto_ota_report_decode(buf, len, topic, &m->report);
     default:
         return efc_chunk_req_decode(buf, len, &m->req);
     }
@@ -187,6 +255,10 @@ static size_t msg_size(enum kind k)
         return sizeof(struct efc_proto_result);
     case K_ACK:
         return sizeof(struct efc_proto_ack);
+    case K_OTA:
+        return sizeof(struct efc_proto_ota);
+    case K_REPORT:
+        return sizeof(struct efc_proto_ota_report);
     default:
         return sizeof(struct efc_chunk_req);
     }
@@ -270,6 +342,68 @@ static void test_round_trip_extremes(void **state)
     m.req.offset = EFC_CHUNK_TOTAL_MAX - 1;
     m.req.length = EFC_PROTO_CHUNK_MAX;
     round_trip(K_REQ, &m);
+
+    /* ota: longest ids, a rollback, a full 4096-byte manifest, every limit at its bound */
+    sample_ota(&m.ota);
+    snprintf(m.ota.ota_id, sizeof(m.ota.ota_id), OTA63);
+    snprintf(m.ota.rollout_id, sizeof(m.ota.rollout_id), ID63);
+    snprintf(m.ota.device_id, sizeof(m.ota.device_id), ID63);
+    m.ota.action = EFC_PROTO_OTA_ROLLBACK;
+    memset(m.ota.manifest, 'm', sizeof(m.ota.manifest) - 1);
+    memcpy(m.ota.manifest, "{\"q\":\"\\\" \xc3\xa9\"", 12); /* quote, backslash, UTF-8 */
+    m.ota.manifest[sizeof(m.ota.manifest) - 1] = '\0';
+    memset(m.ota.url, 'u', sizeof(m.ota.url) - 1);
+    memcpy(m.ota.url, "http://", 7);
+    m.ota.url[sizeof(m.ota.url) - 1] = '\0';
+    m.ota.calib_samples = 0;
+    m.ota.eval_samples = 10000000;
+    m.ota.health_runs = 1;
+    m.ota.min_accuracy = 1.0;
+    m.ota.min_agree = 0.0;
+    m.ota.max_p99_ms = 1e12;
+    m.ota.max_rss_bytes = 1LL << 53;
+    m.ota.seed = 1ULL << 53;
+    m.ota.deadline_ms = 1LL << 53;
+    m.ota.mem_limit_bytes = 0;
+    {
+        union msg out;
+        char *s;
+        assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_OK);
+        assert_int_equal(efc_proto_ota_decode(s, strlen(s), &out.ota), EFC_OK);
+        assert_memory_equal(&m.ota, &out.ota, sizeof(m.ota));
+        assert_int_equal(strlen(out.ota.manifest), EFC_PROTO_MANIFEST_MAX - 1);
+        efc_free(s);
+    }
+
+    /* ota_report: every outcome, awkward doubles, counts at their bounds */
+    for (int32_t oc = EFC_PROTO_OTA_INSTALLED; oc <= EFC_PROTO_OTA_REVERTED; oc++) {
+        sample_report(&m.report);
+        m.report.outcome = oc;
+        m.report.action =
+            oc == EFC_PROTO_OTA_REVERTED ? EFC_PROTO_OTA_ROLLBACK : EFC_PROTO_OTA_INSTALL;
+        round_trip(K_REPORT, &m);
+    }
+    sample_report(&m.report);
+    snprintf(m.report.ota_id, sizeof(m.report.ota_id), "ota-");
+    m.report.outcome = EFC_PROTO_OTA_ROLLED_BACK;
+    memset(m.report.reason, 'r', sizeof(m.report.reason) - 1);
+    memcpy(m.report.reason, "ROLLBACK: p99 \xe2\x82\xac", 17);
+    m.report.reason[sizeof(m.report.reason) - 1] = '\0';
+    memset(m.report.active_sha256, 0, sizeof(m.report.active_sha256));
+    m.report.active_version = 1ULL << 53;
+    memset(m.report.active_policy, 'p', sizeof(m.report.active_policy) - 1);
+    m.report.active_policy[sizeof(m.report.active_policy) - 1] = '\0';
+    m.report.eval_total = m.report.correct = m.report.agree = 10000000; /* == is allowed */
+    m.report.p50_ms = 5e-324;
+    m.report.p99_ms = 1e12;
+    m.report.peak_rss_bytes = 1ULL << 53;
+    round_trip(K_REPORT, &m);
+    sample_report(&m.report); /* health gate not run: every count 0 */
+    m.report.outcome = EFC_PROTO_OTA_REFUSED;
+    m.report.has_labels = m.report.eval_total = m.report.correct = m.report.agree = 0;
+    m.report.p50_ms = m.report.p99_ms = 0.0;
+    m.report.peak_rss_bytes = 0;
+    round_trip(K_REPORT, &m);
 }
 
 /* Forward compatibility: unknown members (of any JSON type) are ignored. Spliced in as text
@@ -341,6 +475,79 @@ static void test_encoder_refuses(void **state)
     sample_req(&m.req);
     m.req.length = 0;
     assert_int_equal(efc_chunk_req_encode(&m.req, &s), EFC_EINVAL);
+
+    sample_status(&m.status);
+    m.status.active_version = (1ULL << 53) + 2;
+    assert_int_equal(efc_proto_status_encode(&m.status, &s), EFC_EINVAL);
+    sample_status(&m.status);
+    memset(m.status.active_policy, 'p', sizeof(m.status.active_policy)); /* no NUL */
+    assert_int_equal(efc_proto_status_encode(&m.status, &s), EFC_EINVAL);
+    sample_status(&m.status);
+    m.status.active_policy[0] = '\n';
+    assert_int_equal(efc_proto_status_encode(&m.status, &s), EFC_EINVAL);
+
+    s = (char *)0x1;
+    sample_ota(&m.ota);
+    snprintf(m.ota.ota_id, sizeof(m.ota.ota_id), "job-42");
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    assert_null(s);
+    sample_ota(&m.ota);
+    m.ota.action = 2;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.action = -1;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    memset(m.ota.manifest, 'm', sizeof(m.ota.manifest)); /* 4097 bytes, no NUL */
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.manifest[0] = '\0';
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    snprintf(m.ota.url, sizeof(m.ota.url), "file:///etc/passwd");
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.min_accuracy = 1.5;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.min_agree = NAN;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.health_runs = 0;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.seed = (1ULL << 53) + 2;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    sample_ota(&m.ota);
+    m.ota.deadline_ms = -1;
+    assert_int_equal(efc_proto_ota_encode(&m.ota, &s), EFC_EINVAL);
+    assert_null(s);
+
+    sample_report(&m.report);
+    m.report.outcome = 5;
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    m.report.outcome = -1;
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    m.report.correct = m.report.eval_total + 1;
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    m.report.agree = m.report.eval_total + 1;
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    m.report.active_version = (1ULL << 53) + 2;
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    m.report.active_sha256[0] = 'A';
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    m.report.has_labels = 2;
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    sample_report(&m.report);
+    snprintf(m.report.ota_id, sizeof(m.report.ota_id), "rollout-3");
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_EINVAL);
+    assert_null(s);
 }
 
 /* ---- malformed payloads ------------------------------------------------------------------ */
@@ -407,6 +614,9 @@ static const struct shape shapes[] = {
     [K_RESULT] = {"job_id", "model_bytes", "policy"},
     [K_ACK] = {"job_id", NULL, NULL},
     [K_REQ] = {NULL, "offset", "sha256"},
+    /* ota_id has its own prefix rule (ota_specific): the generic id cases use another id */
+    [K_OTA] = {"rollout_id", "max_rss_bytes", "manifest"},
+    [K_REPORT] = {"rollout_id", "peak_rss_bytes", "reason"},
 };
 
 static char *deep(int levels)
@@ -567,8 +777,17 @@ static const char *const result_fields[] = {"job_id",
                                             NULL};
 static const char *const ack_fields[] = {"job_id", "device_id", NULL};
 static const char *const req_fields[] = {"sha256", "offset", "length", NULL};
-static const char *const *const all_fields[] = {status_fields, job_fields, result_fields,
-                                                ack_fields, req_fields};
+static const char *const ota_fields[] = {
+    "ota_id",        "rollout_id",   "device_id",   "action",          "manifest",  "url",
+    "calib_samples", "eval_samples", "health_runs", "min_accuracy",    "min_agree", "max_p99_ms",
+    "max_rss_bytes", "seed",         "deadline_ms", "mem_limit_bytes", NULL};
+static const char *const report_fields[] = {
+    "ota_id",        "rollout_id",     "device_id",     "action",         "outcome",    "reason",
+    "active_sha256", "active_version", "active_policy", "has_labels",     "eval_total", "correct",
+    "agree",         "p50_ms",         "p99_ms",        "peak_rss_bytes", NULL};
+/* status: active_version and active_policy are optional (status_specific). */
+static const char *const *const all_fields[] = {
+    status_fields, job_fields, result_fields, ack_fields, req_fields, ota_fields, report_fields};
 
 static void missing_fields(enum kind k)
 {
@@ -613,6 +832,32 @@ static void status_specific(void)
     reject_mutation(K_STATUS, "active_model", "\"0123\"", "short hex");
     reject_mutation(K_STATUS, "isa", "\"avx512vnni-extra\"", "isa too long");
     reject_mutation(K_STATUS, "agent_version", "\"\"", "empty agent version");
+    /* active_version / active_policy: optional, but checked when present */
+    reject_mutation(K_STATUS, "active_version", "-1", "negative active_version");
+    reject_mutation(K_STATUS, "active_version", "9007199254740994", "active_version 2^53 + 2");
+    reject_mutation(K_STATUS, "active_version", "1.5", "fractional active_version");
+    reject_mutation(K_STATUS, "active_version", "\"3\"", "active_version as string");
+    reject_mutation(K_STATUS, "active_version", "null", "active_version null");
+    reject_mutation(K_STATUS, "active_version", "{}", "active_version object");
+    reject_mutation(K_STATUS, "active_policy", "3", "active_policy as number");
+    reject_mutation(K_STATUS, "active_policy", "null", "active_policy null");
+    reject_mutation(K_STATUS, "active_policy", "\"a\\tb\"", "tab in active_policy");
+    {
+        char pol[EFC_PROTO_POLICY_MAX + 3];
+        pol[0] = '"';
+        memset(pol + 1, 'p', EFC_PROTO_POLICY_MAX);
+        pol[EFC_PROTO_POLICY_MAX + 1] = '"';
+        pol[EFC_PROTO_POLICY_MAX + 2] = '\0';
+        reject_mutation(K_STATUS, "active_policy", pol, "256-byte active_policy");
+    }
+    {
+        char *d = mutate(K_STATUS, "active_version", "4", 1);
+        expect_reject(K_STATUS, d, "active_version duplicated");
+        efc_free(d);
+        d = mutate(K_STATUS, "active_policy", "\"fp32\"", 1);
+        expect_reject(K_STATUS, d, "active_policy duplicated");
+        efc_free(d);
+    }
 }
 
 static void job_specific(void)
@@ -694,6 +939,110 @@ static void req_specific(void)
     reject_mutation(K_REQ, "sha256", "\"abc\"", "short digest");
 }
 
+static void ota_specific(void)
+{
+    char *big;
+
+    /* ota_id: a valid id that starts with "ota-" (job ids never do) */
+    reject_mutation(K_OTA, "ota_id", "\"job-42\"", "ota_id without the ota- prefix");
+    reject_mutation(K_OTA, "ota_id", "\"OTA-7\"", "ota_id with an uppercase prefix");
+    reject_mutation(K_OTA, "ota_id", "\"ota\"", "ota_id \"ota\"");
+    reject_mutation(K_OTA, "ota_id", "\"xota-7\"", "ota_id with ota- inside");
+    reject_mutation(K_OTA, "ota_id", "\"ota-7/x\"", "ota_id with a slash");
+    reject_mutation(K_OTA, "ota_id", "\"ota-" ID63 "\"", "ota_id of 67 bytes");
+    reject_mutation(K_OTA, "ota_id", "7", "ota_id as number");
+    reject_mutation(K_OTA, "device_id", "\"dev 01\"", "device id with a space");
+    /* action: one of the names, nothing else */
+    reject_mutation(K_OTA, "action", "\"upgrade\"", "unknown action");
+    reject_mutation(K_OTA, "action", "\"Install\"", "action in another case");
+    reject_mutation(K_OTA, "action", "\"install \"", "action with a trailing space");
+    reject_mutation(K_OTA, "action", "\"\"", "empty action");
+    reject_mutation(K_OTA, "action", "0", "action as number");
+    reject_mutation(K_OTA, "action", "\"installinstallinstallinstallinstall\"",
+                    "action longer than its buffer");
+    /* url: "" or http(s) */
+    reject_mutation(K_OTA, "url", "\"ftp://x/y\"", "ftp url");
+    reject_mutation(K_OTA, "url", "\"file:///etc/passwd\"", "file url");
+    reject_mutation(K_OTA, "url", "\"HTTPS://x/y\"", "uppercase scheme");
+    reject_mutation(K_OTA, "url", "\"https:/x/y\"", "scheme with one slash");
+    reject_mutation(K_OTA, "url", "\"x/y\"", "no scheme");
+    reject_mutation(K_OTA, "url", "\"https://x/a b\"", "url with a space");
+    reject_mutation(K_OTA, "url", "\"https://x/\xc3\xa9\"", "url with a non-ASCII byte");
+    reject_mutation(K_OTA, "url", "\"https://x/\\u007f\"", "url with DEL");
+    /* manifest: 1..4096 printable bytes (accepted at 4096: test_ota_manifest_size) */
+    reject_mutation(K_OTA, "manifest", "\"\"", "empty manifest");
+    reject_mutation(K_OTA, "manifest", "\"{}\\n\"", "manifest with a newline");
+    reject_mutation(K_OTA, "manifest", "{\"a\":1}", "manifest as an object");
+    big = efc_malloc(EFC_PROTO_MANIFEST_MAX + 3); /* "<4097 x m>" */
+    big[0] = '"';
+    memset(big + 1, 'm', EFC_PROTO_MANIFEST_MAX);
+    big[EFC_PROTO_MANIFEST_MAX + 1] = '"';
+    big[EFC_PROTO_MANIFEST_MAX + 2] = '\0';
+    reject_mutation(K_OTA, "manifest", big, "manifest of 4097 bytes");
+    efc_free(big);
+    /* the health gate */
+    reject_mutation(K_OTA, "min_accuracy", "1.0000001", "min_accuracy above 1");
+    reject_mutation(K_OTA, "min_accuracy", "2", "min_accuracy 2");
+    reject_mutation(K_OTA, "min_accuracy", "-0.1", "negative min_accuracy");
+    reject_mutation(K_OTA, "min_accuracy", "\"0.9\"", "min_accuracy as string");
+    reject_mutation(K_OTA, "min_agree", "1.5", "min_agree above 1");
+    reject_mutation(K_OTA, "max_p99_ms", "-1", "negative max_p99_ms");
+    reject_mutation(K_OTA, "max_p99_ms", "1e13", "max_p99_ms out of range");
+    reject_mutation(K_OTA, "health_runs", "0", "no health runs");
+    reject_mutation(K_OTA, "health_runs", "1000001", "too many health runs");
+    reject_mutation(K_OTA, "eval_samples", "0", "no eval samples");
+    reject_mutation(K_OTA, "eval_samples", "10000001", "too many eval samples");
+    reject_mutation(K_OTA, "calib_samples", "-1", "negative calib samples");
+    reject_mutation(K_OTA, "calib_samples", "2147483648", "int32 overflow");
+    reject_mutation(K_OTA, "deadline_ms", "-1", "negative deadline");
+    reject_mutation(K_OTA, "mem_limit_bytes", "-1", "negative memory limit");
+    reject_mutation(K_OTA, "seed", "18446744073709551615", "seed 2^64 - 1");
+}
+
+static void report_specific(void)
+{
+    union msg m;
+    char *s;
+
+    /* identity comes from the topic (RELIABILITY.md rule 4) */
+    sample_report(&m.report);
+    assert_int_equal(efc_proto_ota_report_encode(&m.report, &s), EFC_OK);
+    expect_reject_len(K_REPORT, s, strlen(s), "dev-02", "body/topic device mismatch");
+    expect_reject_len(K_REPORT, s, strlen(s), "dev-0", "topic device a prefix of the body's");
+    expect_reject_len(K_REPORT, s, strlen(s), "DEV-01", "topic device in another case");
+    efc_free(s);
+    reject_mutation(K_REPORT, "ota_id", "\"job-42\"", "ota_id without the ota- prefix");
+    reject_mutation(K_REPORT, "ota_id", "\"rollout-3\"", "rollout id as ota_id");
+    /* names */
+    reject_mutation(K_REPORT, "outcome", "\"success\"", "unknown outcome");
+    reject_mutation(K_REPORT, "outcome", "\"ROLLED_BACK\"", "outcome in another case");
+    reject_mutation(K_REPORT, "outcome", "\"rolled back\"", "outcome with a space");
+    reject_mutation(K_REPORT, "outcome", "0", "outcome as number");
+    reject_mutation(K_REPORT, "outcome", "\"?\"", "outcome \"?\" (the out-of-range name)");
+    reject_mutation(K_REPORT, "action", "\"reinstall\"", "unknown action");
+    reject_mutation(K_REPORT, "action", "\"?\"", "action \"?\"");
+    /* counts */
+    reject_mutation(K_REPORT, "correct", "501", "correct > eval_total");
+    reject_mutation(K_REPORT, "agree", "501", "agree > eval_total");
+    reject_mutation(K_REPORT, "eval_total", "0", "eval_total 0 with counts");
+    reject_mutation(K_REPORT, "eval_total", "-1", "negative eval_total");
+    reject_mutation(K_REPORT, "eval_total", "10000001", "eval_total too large");
+    reject_mutation(K_REPORT, "correct", "-1", "negative correct");
+    reject_mutation(K_REPORT, "has_labels", "1", "has_labels as number");
+    /* other fields */
+    reject_mutation(K_REPORT, "active_sha256", "\"0123\"", "short active_sha256");
+    reject_mutation(K_REPORT, "active_sha256",
+                    "\"0123456789ABCDEF0123456789abcdef0123456789abcdef"
+                    "0123456789abcdef\"",
+                    "uppercase active_sha256");
+    reject_mutation(K_REPORT, "active_version", "-1", "negative active_version");
+    reject_mutation(K_REPORT, "active_policy", "\"a\\nb\"", "newline in active_policy");
+    reject_mutation(K_REPORT, "reason", "\"ROLLBACK:\\nx\"", "newline in reason");
+    reject_mutation(K_REPORT, "p50_ms", "-0.5", "negative latency");
+    reject_mutation(K_REPORT, "p99_ms", "1e300", "latency out of range");
+    reject_mutation(K_REPORT, "p99_ms", "\"NaN\"", "NaN string latency");
+}
+
 static void test_malformed_status(void **state)
 {
     (void)state;
@@ -722,6 +1071,213 @@ static void test_malformed_chunk_req(void **state)
 {
     (void)state;
     run_kind(K_REQ, req_specific);
+}
+
+static void test_malformed_ota(void **state)
+{
+    (void)state;
+    run_kind(K_OTA, ota_specific);
+}
+
+static void test_malformed_ota_report(void **state)
+{
+    (void)state;
+    run_kind(K_REPORT, report_specific);
+}
+
+/* Decode the sample of kind k with member `field` set to raw JSON; returns the status. */
+static enum efc_status decode_mutated(enum kind k, const char *field, const char *raw,
+                                      union msg *out)
+{
+    char *s = mutate(k, field, raw, 0);
+    enum efc_status st = decode(k, s, strlen(s), "dev-01", out);
+    efc_free(s);
+    return st;
+}
+
+/* The manifest field holds a whole signed manifest (EFC_MANIFEST_MAX_BYTES = 4096): 4096
+ * bytes decode, 4097 do not; bytes that JSON escapes count once decoded. */
+static void test_ota_manifest_size(void **state)
+{
+    char *raw = efc_malloc(2 * EFC_PROTO_MANIFEST_MAX + 3);
+    union msg out;
+    (void)state;
+
+    for (size_t n = EFC_PROTO_MANIFEST_MAX - 2; n <= EFC_PROTO_MANIFEST_MAX; n++) {
+        raw[0] = '"';
+        memset(raw + 1, 'm', n);
+        raw[n + 1] = '"';
+        raw[n + 2] = '\0';
+        assert_int_equal(decode_mutated(K_OTA, "manifest", raw, &out),
+                         n < EFC_PROTO_MANIFEST_MAX ? EFC_OK : EFC_EPROTO);
+        if (n < EFC_PROTO_MANIFEST_MAX)
+            assert_int_equal(strlen(out.ota.manifest), n);
+    }
+    /* 4096 escaped quotes: 8192 bytes on the wire, 4096 decoded */
+    raw[0] = '"';
+    for (size_t i = 0; i < EFC_PROTO_MANIFEST_MAX - 1; i++)
+        memcpy(raw + 1 + 2 * i, "\\\"", 2);
+    memcpy(raw + 1 + 2 * (EFC_PROTO_MANIFEST_MAX - 1), "\"", 2);
+    assert_int_equal(decode_mutated(K_OTA, "manifest", raw, &out), EFC_OK);
+    assert_int_equal(strlen(out.ota.manifest), EFC_PROTO_MANIFEST_MAX - 1);
+    assert_int_equal(out.ota.manifest[0], '"');
+    /* one more escaped quote is one byte too many */
+    memcpy(raw + 1 + 2 * (EFC_PROTO_MANIFEST_MAX - 1), "\\\"\"", 4);
+    assert_int_equal(decode_mutated(K_OTA, "manifest", raw, &out), EFC_EPROTO);
+    assert_non_null(strstr(efc_err_detail(), "manifest"));
+    efc_free(raw);
+}
+
+/* What each decoder accepts at the boundaries the specific tables reject just past. */
+static void test_ota_accepts_bounds(void **state)
+{
+    union msg out;
+    (void)state;
+
+    assert_int_equal(decode_mutated(K_OTA, "min_accuracy", "1", &out), EFC_OK);
+    assert_true(out.ota.min_accuracy == 1.0);
+    assert_int_equal(decode_mutated(K_OTA, "min_accuracy", "-0", &out), EFC_OK);
+    assert_false(signbit(out.ota.min_accuracy)); /* -0 becomes +0 */
+    assert_int_equal(decode_mutated(K_OTA, "min_agree", "1e-300", &out), EFC_OK);
+    assert_int_equal(decode_mutated(K_OTA, "url", "\"https://x/y\"", &out), EFC_OK);
+    assert_string_equal(out.ota.url, "https://x/y");
+    assert_int_equal(decode_mutated(K_OTA, "url", "\"http://10.0.0.1:8080/a.efm\"", &out), EFC_OK);
+    assert_int_equal(decode_mutated(K_OTA, "action", "\"rollback\"", &out), EFC_OK);
+    assert_int_equal(out.ota.action, EFC_PROTO_OTA_ROLLBACK);
+    assert_int_equal(decode_mutated(K_OTA, "ota_id", "\"ota-x\"", &out), EFC_OK);
+    assert_string_equal(out.ota.ota_id, "ota-x");
+    /* report: correct == agree == eval_total; every outcome name maps to its value */
+    assert_int_equal(decode_mutated(K_REPORT, "correct", "500", &out), EFC_OK);
+    assert_int_equal(out.report.correct, 500);
+    assert_int_equal(decode_mutated(K_REPORT, "agree", "500", &out), EFC_OK);
+    for (int32_t oc = 0; oc <= EFC_PROTO_OTA_REVERTED; oc++) {
+        char raw[48];
+        snprintf(raw, sizeof(raw), "\"%s\"", efc_proto_ota_outcome_str(oc));
+        assert_int_equal(decode_mutated(K_REPORT, "outcome", raw, &out), EFC_OK);
+        assert_int_equal(out.report.outcome, oc);
+    }
+    /* the coordinator may decode without a topic (NULL: no identity check) */
+    {
+        struct efc_proto_ota_report m;
+        char *s;
+        sample_report(&m);
+        assert_int_equal(efc_proto_ota_report_encode(&m, &s), EFC_OK);
+        assert_int_equal(efc_proto_ota_report_decode(s, strlen(s), NULL, &out.report), EFC_OK);
+        assert_int_equal(efc_proto_ota_report_decode(s, strlen(s), "dev-02", &out.report),
+                         EFC_EPROTO);
+        assert_non_null(strstr(efc_err_detail(), "ota_report"));
+        assert_non_null(strstr(efc_err_detail(), "differs from topic"));
+        assert_string_equal(out.report.device_id, ""); /* zeroed on failure */
+        efc_free(s);
+    }
+}
+
+/* The report is acked with the ordinary ack message, job_id = ota_id. */
+static void test_ota_ack(void **state)
+{
+    struct efc_proto_ack a, out;
+    char *s;
+    (void)state;
+
+    memset(&a, 0, sizeof(a));
+    a.version = EFC_PROTO_VERSION;
+    snprintf(a.job_id, sizeof(a.job_id), OTA63);
+    snprintf(a.device_id, sizeof(a.device_id), "dev-01");
+    assert_int_equal(efc_proto_ack_encode(&a, &s), EFC_OK);
+    assert_int_equal(efc_proto_ack_decode(s, strlen(s), &out), EFC_OK);
+    assert_memory_equal(&a, &out, sizeof(a));
+    efc_free(s);
+}
+
+static void test_ota_names(void **state)
+{
+    (void)state;
+    assert_string_equal(efc_proto_ota_action_str(EFC_PROTO_OTA_INSTALL), "install");
+    assert_string_equal(efc_proto_ota_action_str(EFC_PROTO_OTA_ROLLBACK), "rollback");
+    assert_string_equal(efc_proto_ota_action_str(2), "?");
+    assert_string_equal(efc_proto_ota_action_str(-1), "?");
+    assert_string_equal(efc_proto_ota_action_str(INT32_MIN), "?");
+    assert_string_equal(efc_proto_ota_outcome_str(EFC_PROTO_OTA_INSTALLED), "installed");
+    assert_string_equal(efc_proto_ota_outcome_str(EFC_PROTO_OTA_ROLLED_BACK), "rolled_back");
+    assert_string_equal(efc_proto_ota_outcome_str(EFC_PROTO_OTA_REFUSED), "refused");
+    assert_string_equal(efc_proto_ota_outcome_str(EFC_PROTO_OTA_FAILED), "failed");
+    assert_string_equal(efc_proto_ota_outcome_str(EFC_PROTO_OTA_REVERTED), "reverted");
+    assert_string_equal(efc_proto_ota_outcome_str(5), "?");
+    assert_string_equal(efc_proto_ota_outcome_str(-1), "?");
+    assert_string_equal(efc_proto_ota_outcome_str(INT32_MAX), "?");
+}
+
+/* active_version / active_policy are optional: a status without them (an agent before OTA)
+ * decodes with 0 / ""; with them it round-trips; the encoder always writes them. */
+static void test_status_active_fields(void **state)
+{
+    struct efc_proto_status m, out;
+    cJSON *o;
+    char *s, *t;
+    (void)state;
+
+    sample_status(&m);
+    m.active_version = 1ULL << 53;
+    snprintf(m.active_policy, sizeof(m.active_policy), "int8(calib=kl,weights=channel)");
+    assert_int_equal(efc_proto_status_encode(&m, &s), EFC_OK);
+    assert_non_null(strstr(s, "\"active_version\":9007199254740992"));
+    assert_non_null(strstr(s, "\"active_policy\":\"int8(calib=kl,weights=channel)\""));
+    assert_int_equal(efc_proto_status_decode(s, strlen(s), "dev-01", &out), EFC_OK);
+    assert_memory_equal(&m, &out, sizeof(m));
+    /* the longest policy */
+    memset(m.active_policy, 'p', sizeof(m.active_policy) - 1);
+    m.active_policy[sizeof(m.active_policy) - 1] = '\0';
+    efc_free(s);
+    assert_int_equal(efc_proto_status_encode(&m, &s), EFC_OK);
+    assert_int_equal(efc_proto_status_decode(s, strlen(s), "dev-01", &out), EFC_OK);
+    assert_memory_equal(&m, &out, sizeof(m));
+
+    /* old agent: both members removed (spliced out of the encoded text) */
+    o = cJSON_Parse(s);
+    efc_free(s);
+    assert_non_null(o);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "active_version");
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "active_policy");
+    t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    assert_null(strstr(t, "active_version"));
+    assert_null(strstr(t, "active_policy"));
+    memset(&out, 0xa5, sizeof(out));
+    assert_int_equal(efc_proto_status_decode(t, strlen(t), "dev-01", &out), EFC_OK);
+    assert_int_equal(out.active_version, 0);
+    assert_string_equal(out.active_policy, "");
+    assert_string_equal(out.active_model, HEX_A);
+    assert_int_equal(out.cores, m.cores);
+    cJSON_free(t);
+
+    /* each one alone */
+    sample_status(&m);
+    m.active_version = 7;
+    snprintf(m.active_policy, sizeof(m.active_policy), "fp32");
+    assert_int_equal(efc_proto_status_encode(&m, &s), EFC_OK);
+    o = cJSON_Parse(s);
+    efc_free(s);
+    assert_non_null(o);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "active_policy");
+    t = cJSON_PrintUnformatted(o);
+    assert_int_equal(efc_proto_status_decode(t, strlen(t), "dev-01", &out), EFC_OK);
+    assert_int_equal(out.active_version, 7);
+    assert_string_equal(out.active_policy, "");
+    cJSON_free(t);
+    cJSON_DeleteItemFromObjectCaseSensitive(o, "active_version");
+    cJSON_AddStringToObject(o, "active_policy", "fp32");
+    t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    assert_int_equal(efc_proto_status_decode(t, strlen(t), "dev-01", &out), EFC_OK);
+    assert_int_equal(out.active_version, 0);
+    assert_string_equal(out.active_policy, "fp32");
+    cJSON_free(t);
+
+    /* the detail names the field */
+    s = mutate(K_STATUS, "active_version", "-2", 0);
+    assert_int_equal(efc_proto_status_decode(s, strlen(s), NULL, &out), EFC_EPROTO);
+    assert_non_null(strstr(efc_err_detail(), "active_version"));
+    efc_free(s);
 }
 
 /* sparse_layers is optional: a result without it (an older agent's) decodes with 0; the
@@ -799,12 +1355,24 @@ static void test_error_detail(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip_samples),     cmocka_unit_test(test_round_trip_extremes),
-        cmocka_unit_test(test_unknown_fields_ignored), cmocka_unit_test(test_encoder_refuses),
-        cmocka_unit_test(test_malformed_status),       cmocka_unit_test(test_malformed_job),
-        cmocka_unit_test(test_malformed_result),       cmocka_unit_test(test_malformed_ack),
-        cmocka_unit_test(test_malformed_chunk_req),    cmocka_unit_test(test_error_detail),
+        cmocka_unit_test(test_round_trip_samples),
+        cmocka_unit_test(test_round_trip_extremes),
+        cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_encoder_refuses),
+        cmocka_unit_test(test_malformed_status),
+        cmocka_unit_test(test_malformed_job),
+        cmocka_unit_test(test_malformed_result),
+        cmocka_unit_test(test_malformed_ack),
+        cmocka_unit_test(test_malformed_chunk_req),
+        cmocka_unit_test(test_error_detail),
         cmocka_unit_test(test_result_sparse_layers),
+        cmocka_unit_test(test_malformed_ota),
+        cmocka_unit_test(test_malformed_ota_report),
+        cmocka_unit_test(test_ota_manifest_size),
+        cmocka_unit_test(test_ota_accepts_bounds),
+        cmocka_unit_test(test_ota_ack),
+        cmocka_unit_test(test_ota_names),
+        cmocka_unit_test(test_status_active_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

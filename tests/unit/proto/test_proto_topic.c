@@ -1,6 +1,6 @@
-/* test_proto_topic.c — topic build/parse for device topics and artifact topics: every kind,
- * custom prefixes, bad ids, bad prefixes (wildcards, empty levels), overflow, and parse of
- * foreign or malformed topics. */
+/* test_proto_topic.c — topic build/parse for device topics and artifact topics: every kind
+ * (two-level ones too: "chunk/req", "ota/report"), custom prefixes, bad ids, bad prefixes
+ * (wildcards, empty levels), overflow, and parse of foreign or malformed topics. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +16,8 @@
 
 static void test_build_parse_all_kinds(void **state)
 {
-    static const char *const kinds[] = {"status", "job", "result", "ack", "chunk/req"};
+    static const char *const kinds[] = {"status",    "job", "result",    "ack",
+                                        "chunk/req", "ota", "ota/report"};
     char t[256], id[EFC_PROTO_ID_MAX], kind[16];
     (void)state;
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
@@ -31,6 +32,13 @@ static void test_build_parse_all_kinds(void **state)
     assert_int_equal(efc_proto_topic("lab/bench-3/efc", "A.b_c-9", "chunk/req", t, sizeof(t)),
                      EFC_OK);
     assert_string_equal(t, "lab/bench-3/efc/dev/A.b_c-9/chunk/req");
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "ota", t, sizeof(t)), EFC_OK);
+    assert_string_equal(t, "efc/v1/dev/dev-01/ota");
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "ota/report", t, sizeof(t)), EFC_OK);
+    assert_string_equal(t, "efc/v1/dev/dev-01/ota/report");
+    /* Exactly fits: "efc/v1/dev/dev-01/ota/report" is 28 characters + NUL. */
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "ota/report", t, 29), EFC_OK);
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "ota/report", t, 28), EFC_EINVAL);
 }
 
 static void test_build_rejects(void **state)
@@ -48,6 +56,9 @@ static void test_build_rejects(void **state)
                         t, sizeof(t)),
         EFC_EINVAL);
     assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "jobs", t, sizeof(t)), EFC_EINVAL);
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "report", t, sizeof(t)), EFC_EINVAL);
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "ota/", t, sizeof(t)), EFC_EINVAL);
+    assert_int_equal(efc_proto_topic("efc/v1", "dev-01", "ota/+", t, sizeof(t)), EFC_EINVAL);
     assert_int_equal(efc_proto_topic("efc/v1", "dev-01", NULL, t, sizeof(t)), EFC_EINVAL);
     assert_int_equal(efc_proto_topic("efc/+", "dev-01", "job", t, sizeof(t)), EFC_EINVAL);
     assert_int_equal(efc_proto_topic("efc/v1/", "dev-01", "job", t, sizeof(t)), EFC_EINVAL);
@@ -78,6 +89,13 @@ static void test_parse_rejects(void **state)
         "efc/v1dev/dev-01/job",
         "efc/v1/dev/dev-01/chunk",
         "efc/v1/dev/dev-01/chunk/req/x",
+        "efc/v1/dev/dev-01/ota/",
+        "efc/v1/dev/dev-01/ota/reports",
+        "efc/v1/dev/dev-01/ota/report/x",
+        "efc/v1/dev/dev-01/ota/ack",
+        "efc/v1/dev/dev-01/report",
+        "efc/v1/dev/dev-01/OTA",
+        "efc/v1/dev/ota/report",
         "efc/v1/dev/d\xc3\xa9v/job",
         "",
         "efc/v1/dev/0123456789012345678901234567890123456789012345678901234567890123/job",
@@ -101,6 +119,14 @@ static void test_parse_rejects(void **state)
     assert_int_equal(
         efc_proto_topic_parse("efc/+", "efc/+/dev/dev-01/job", id, sizeof(id), kind, sizeof(kind)),
         EFC_EINVAL);
+    /* "ota/report" needs 11 bytes of kind */
+    assert_int_equal(
+        efc_proto_topic_parse("efc/v1", "efc/v1/dev/dev-01/ota/report", id, sizeof(id), kind, 10),
+        EFC_EINVAL);
+    assert_int_equal(
+        efc_proto_topic_parse("efc/v1", "efc/v1/dev/dev-01/ota/report", id, sizeof(id), kind, 11),
+        EFC_OK);
+    assert_string_equal(kind, "ota/report");
 }
 
 static void test_artifact_topic(void **state)
