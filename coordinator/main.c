@@ -34,6 +34,8 @@
 #include "common/efc_sha256.h"
 #include "common/efc_status.h"
 #include "common/efc_time.h"
+#include "coordinator/rollout.h"
+#include "coordinator/rollout_cmd.h"
 #include "coordinator/select.h"
 #include "coordinator/store.h"
 #include "proto/chunk.h"
@@ -62,6 +64,10 @@ struct opts {
     const char *broker, *db, *base, *grid, *report, *prefix, *round_id;
     const char *train_data, *cand_dir; /* the training steps of the grid's policies */
     const char *tls_ca, *tls_cert, *tls_key;
+    /* rollout / rollback / status (rollout_cmd.h) */
+    const char *hw_class, *policy, *sign_key, *waves, *url_base;
+    int64_t max_failures, health_runs, report_timeout_s, manifest_days;
+    double max_acc_drop, max_p99_ratio, min_accuracy, min_agree, max_p99_ms;
     double sla_drop, sla_acc; /* one of them, given: sla */
     int64_t objective_i;      /* index in "bytes|p50" */
     struct efc_coord_sla sla;
@@ -114,6 +120,34 @@ static const struct efc_cfg_opt g_opts[] = {
      "round id (default: from the base digest, grid and K, so a restart resumes it; "
      "required by report)"},
     {"report", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(report), "write the HTML/SVG report here"},
+    {"class", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(hw_class),
+     "only this hardware class (rollout, status); the class to roll back (rollback)"},
+    {"policy", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(policy),
+     "roll out this policy of the round to --class instead of the round's selection"},
+    {"sign-key", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(sign_key),
+     "private key signing the manifests (rollout; `efc keygen` makes one)"},
+    {"waves", EFC_CFG_STR, "1,10%,50%,100%", 0, 0, NULL, OPT(waves),
+     "rollout waves: device counts or cumulative shares of the class, the last 100%"},
+    {"max-failures", EFC_CFG_INT, "0", 0, 100000, NULL, OPT(max_failures),
+     "failed devices a wave tolerates before the rollout halts and the wave rolls back"},
+    {"max-acc-drop", EFC_CFG_F64, "0.02", 0, 1, NULL, OPT(max_acc_drop),
+     "a device's accuracy may be this far below the round's figure for its class"},
+    {"max-p99-ratio", EFC_CFG_F64, "3", 0, 1000, NULL, OPT(max_p99_ratio),
+     "a device's p99 may be this many times the round's figure (0: no latency gate)"},
+    {"health-runs", EFC_CFG_INT, "100", 1, 1000000, NULL, OPT(health_runs),
+     "timed inferences of the device's health check before it commits"},
+    {"min-accuracy", EFC_CFG_F64, "-1", -1, 1, NULL, OPT(min_accuracy),
+     "device-side accuracy floor (-1: the round's figure minus --max-acc-drop)"},
+    {"min-agree", EFC_CFG_F64, "-1", -1, 1, NULL, OPT(min_agree),
+     "device-side top-1 agreement floor with the FP32 artifact (-1: none)"},
+    {"max-p99-ms", EFC_CFG_F64, "-1", -1, 1e9, NULL, OPT(max_p99_ms),
+     "device-side p99 ceiling, ms (-1: the round's figure times --max-p99-ratio)"},
+    {"report-timeout", EFC_CFG_INT, "600", 1, 86400, NULL, OPT(report_timeout_s),
+     "seconds a device has to report an install before it counts as failed"},
+    {"manifest-days", EFC_CFG_INT, "30", 1, 3650, NULL, OPT(manifest_days),
+     "validity of a signed manifest, days"},
+    {"artifact-url", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(url_base),
+     "also offer artifacts at URL/<file name> (http(s); the agents fetch with libcurl)"},
     {"prefix", EFC_CFG_STR, "efc/v1", 0, 0, NULL, OPT(prefix), "topic prefix"},
     {"tls-ca", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_ca),
      "CA certificate (PEM) of the broker; with --tls-cert and --tls-key: mutual TLS"},
@@ -192,7 +226,15 @@ static void usage(FILE *f)
                "       efc-coordinator --db FILE report --round-id ID [--report out.html]\n"
                "  round   run (or resume) a round: jobs to the agents over MQTT, results into the\n"
                "          store, then the per-class selection table (and HTML report)\n"
-               "  report  the selection of a stored round (no broker), with job/result counts\n\n");
+               "  report  the selection of a stored round (no broker), with job/result counts\n"
+               "       efc-coordinator --broker URL --db FILE rollout --round-id ID\n"
+               "           --sign-key KEY [--class C [--policy P]] [--waves 1,10%%,50%%,100%%]\n"
+               "       efc-coordinator --broker URL --db FILE rollback --class C\n"
+               "       efc-coordinator --db FILE status [--class C]\n"
+               "  rollout   sign the round's choice per class and roll it out in waves, each\n"
+               "            gated on the devices' health reports (docs/ota.md)\n"
+               "  rollback  return every device of a class to its previous model\n"
+               "  status    what each device runs; each rollout's waves and failures\n\n");
     efc_config_usage(g_opts, N_OPTS, f);
     fprintf(f, "Each option may also come from --config FILE (key = value lines) or EFC_<NAME>\n"
                "(e.g. EFC_JOB_TIMEOUT); the command line wins, then the environment, then the\n"
@@ -224,14 +266,19 @@ static int parse_args(struct opts *o, int argc, char **argv, const char **cmd,
     o->sla.kind = acc ? EFC_COORD_SLA_ABSOLUTE : EFC_COORD_SLA_MAX_DROP;
     o->sla.value = acc ? o->sla_acc : o->sla_drop;
     *cmd = efc_config_pos(*cfg, 0);
-    if (efc_config_npos(*cfg) != 1 || (strcmp(*cmd, "round") && strcmp(*cmd, "report"))) {
-        fprintf(stderr, "efc-coordinator: one subcommand, round or report\n");
+    if (efc_config_npos(*cfg) != 1 ||
+        (strcmp(*cmd, "round") && strcmp(*cmd, "report") && strcmp(*cmd, "rollout") &&
+         strcmp(*cmd, "rollback") && strcmp(*cmd, "status"))) {
+        fprintf(stderr, "efc-coordinator: one subcommand: round, report, rollout, rollback or "
+                        "status\n");
         return -1;
     }
     if (!o->db) {
         fprintf(stderr, "efc-coordinator: --db is required\n");
         return -1;
     }
+    if (!strcmp(*cmd, "rollout") || !strcmp(*cmd, "rollback") || !strcmp(*cmd, "status"))
+        return 0; /* checked by efc_coord_rollout_cmd */
     if (!strcmp(*cmd, "report")) {
         if (!o->round_id) {
             fprintf(stderr, "efc-coordinator: report needs --round-id\n");
@@ -444,6 +491,13 @@ static int build_candidates(struct coord *c, const struct efc_coord_round *r)
             rc = -1;
         }
     }
+    /* Which artifact each policy starts from: what a rollout of the round's choice sends. */
+    for (int32_t i = 0; i < r->n_policies && !rc; i++)
+        if (efc_coord_store_round_artifact_put(c->store, r->round_id, r->policies[i],
+                                               c->arts[i].sha) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: round artifact: %s\n", efc_err_detail());
+            rc = -1;
+        }
     efc_dataset_free(train);
     efc_dataset_free(test);
     return rc;
@@ -1137,7 +1191,22 @@ int main(int argc, char **argv)
         efc_config_free(cfg);
         return 1;
     }
-    rc = !strcmp(cmd, "round") ? run_round(&c) : run_report(&c);
+    if (!strcmp(cmd, "rollout") || !strcmp(cmd, "rollback") || !strcmp(cmd, "status")) {
+        struct efc_coord_rollout_opts ro = {
+            .cmd = cmd, .broker = c.o.broker, .prefix = c.o.prefix, .tls_ca = c.o.tls_ca,
+            .tls_cert = c.o.tls_cert, .tls_key = c.o.tls_key, .round_id = c.o.round_id,
+            .hw_class = c.o.hw_class, .policy = c.o.policy, .sign_key = c.o.sign_key,
+            .waves = c.o.waves, .url_base = c.o.url_base, .max_failures = c.o.max_failures,
+            .max_acc_drop = c.o.max_acc_drop, .max_p99_ratio = c.o.max_p99_ratio,
+            .calib = c.o.calib, .eval = c.o.eval, .health_runs = c.o.health_runs,
+            .mem_limit = c.o.mem_limit, .min_accuracy = c.o.min_accuracy,
+            .min_agree = c.o.min_agree, .max_p99_ms = c.o.max_p99_ms,
+            .report_timeout_s = c.o.report_timeout_s, .manifest_days = c.o.manifest_days,
+            .timeout_s = c.o.timeout_s};
+        rc = efc_coord_rollout_cmd(&ro, c.store, &g_stop);
+    } else {
+        rc = !strcmp(cmd, "round") ? run_round(&c) : run_report(&c);
+    }
     efc_coord_store_close(c.store);
     efc_config_free(cfg);
     return rc;

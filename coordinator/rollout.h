@@ -184,6 +184,14 @@ enum efc_status efc_coord_store_rdev_get(struct efc_coord_store *s, const char *
 /* What each device runs (device_models), by class then device; *out freed with efc_free. */
 enum efc_status efc_coord_store_device_models(struct efc_coord_store *s,
                                               struct efc_coord_device_model **out, size_t *n);
+/* The chosen policy per class of a round (classes with no policy meeting the SLA are left
+ * out), sorted by class; *out freed with efc_free. */
+struct efc_coord_class_policy {
+    char hw_class[EFC_PROTO_CLASS_MAX];
+    char policy[EFC_PROTO_POLICY_MAX];
+};
+enum efc_status efc_coord_store_selections_list(struct efc_coord_store *s, const char *round_id,
+                                                struct efc_coord_class_policy **out, size_t *n);
 /* Online devices of a class, sorted by id (*ids efc_malloc'd). */
 enum efc_status efc_coord_store_class_devices(struct efc_coord_store *s, const char *hw_class,
                                               char (**ids)[EFC_PROTO_ID_MAX], size_t *n);

@@ -795,3 +795,44 @@ enum efc_status efc_coord_store_class_devices(struct efc_coord_store *s, const c
     }
     return e;
 }
+
+enum efc_status efc_coord_store_selections_list(struct efc_coord_store *s, const char *round_id,
+                                                struct efc_coord_class_policy **out, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    int rc;
+    enum efc_status e = efc_coord_db_prep(s,
+                                          "SELECT class, policy FROM selections WHERE "
+                                          "round_id = ?1 AND policy IS NOT NULL ORDER BY class",
+                                          &st);
+    *out = NULL;
+    *n = 0;
+    if (e != EFC_OK)
+        return e;
+    sqlite3_bind_text(st, 1, round_id, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            struct efc_coord_class_policy *g = efc_realloc(*out, nc * sizeof(**out));
+            if (!g) {
+                e = efc_errf(EFC_ENOMEM, "store: selections");
+                break;
+            }
+            *out = g;
+            cap = nc;
+        }
+        struct efc_coord_class_policy *cp = &(*out)[(*n)++];
+        efc_coord_db_col_text(st, 0, cp->hw_class, sizeof(cp->hw_class));
+        efc_coord_db_col_text(st, 1, cp->policy, sizeof(cp->policy));
+    }
+    if (e == EFC_OK && rc != SQLITE_DONE)
+        e = efc_coord_db_err(s, rc, "selections");
+    sqlite3_finalize(st);
+    if (e != EFC_OK) {
+        efc_free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return e;
+}
