@@ -73,6 +73,14 @@ struct efc_agent_job_ctx {
     const char *timing_lock; /* NULL: $EFC_AGENT_TIMING_LOCK or EFC_AGENT_TIMING_LOCK */
     int32_t warmup_runs;     /* before each timed loop; <= 0: default 5 */
     enum efc_agent_fault fault;
+    /* OTA (docs/ota.md "On the device"). save_model_path: the evaluated candidate (after the
+     * device step, e.g. INT8 lowering) is written there as .efm (atomically). golden_path:
+     * the candidate's raw output on the golden input (the first evaluation sample) is
+     * written there (golden_check 0), or must equal, bit for bit, what the file holds
+     * (golden_check 1; else the result fails "GOLDEN: ..."). NULL: not used. */
+    const char *save_model_path;
+    const char *golden_path;
+    int golden_check;
 };
 
 /* The calibration / evaluation split of a local data set of n samples (documented in

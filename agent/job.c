@@ -11,6 +11,7 @@
 #include "agent/agent.h"
 #include "calib/calib.h"
 #include "common/efc_alloc.h"
+#include "common/efc_fs.h"
 #include "common/efc_log.h"
 #include "common/efc_stats.h"
 #include "common/efc_parse.h"
@@ -210,6 +211,44 @@ static enum efc_status predict(struct efc_exec *e, const struct efc_dataset *d, 
             pred[i + b] = argmax(y + (size_t)b * (size_t)out_n, out_n);
     }
     return EFC_OK;
+}
+
+/* The candidate's raw output on sample `idx`: written to ctx->golden_path, or compared with
+ * it bit for bit (ctx->golden_check). Returns 1 after failing res. */
+static int golden(struct efc_exec *e, const struct efc_dataset *d, int32_t idx, float *buf,
+                  const struct efc_agent_job_ctx *ctx, struct efc_proto_result *res)
+{
+    const size_t out_bytes = (size_t)efc_exec_output_size(e) * sizeof(float);
+    const float *y;
+    void *want = NULL;
+    size_t want_len = 0;
+    enum efc_status st;
+    int rc = 0;
+
+    efc_dataset_gather_f32(d, &idx, 1, buf);
+    if ((st = efc_exec_run(e, buf, 1, &y))) {
+        res_fail(res, "GOLDEN: the model does not run: %s", efc_err_detail());
+        return 1;
+    }
+    if (!ctx->golden_check) {
+        if ((st = efc_fs_write_atomic(ctx->golden_path, y, out_bytes))) {
+            res_fail(res, "GOLDEN: cannot write %s: %s", ctx->golden_path, efc_err_detail());
+            return 1;
+        }
+        return 0;
+    }
+    if ((st = efc_fs_read_all(ctx->golden_path, out_bytes, &want, &want_len))) {
+        res_fail(res, "GOLDEN: cannot read %s: %s", ctx->golden_path, efc_err_detail());
+        return 1;
+    }
+    if (want_len != out_bytes || memcmp(want, y, out_bytes) != 0) {
+        res_fail(res, "GOLDEN: output on the golden input differs from the one computed "
+                      "before the install (%zu of %zu bytes compared)",
+                 want_len, out_bytes);
+        rc = 1;
+    }
+    efc_free(want);
+    return rc;
 }
 
 /* The host-wide timing lock: an exclusive flock on a shared file. Returns the fd or -1. */
@@ -413,10 +452,22 @@ enum efc_status efc_agent_job_run(const struct efc_agent_job_ctx *ctx,
         }
     }
 
+    /* 4b. The golden input (OTA): the same function before and after the install. */
+    if (ctx->golden_path) {
+        stage = "golden input";
+        if (golden(ec, local, eidx[0], buf, ctx, res))
+            goto out;
+    }
+
     /* 5. Sizes. */
     stage = "encoding the candidate";
     if ((st = efc_efm_encode(cand, &enc, &enc_len)))
         goto fail;
+    if (ctx->save_model_path) {
+        stage = "saving the candidate";
+        if ((st = efc_fs_write_atomic(ctx->save_model_path, enc, enc_len)))
+            goto fail;
+    }
     res->model_bytes = enc_len;
     res->weight_bytes = efc_exec_weight_bytes(ec);
     res->peak_activation_bytes = efc_exec_peak_activation_bytes(ec);

@@ -27,6 +27,7 @@
 #include "agent/state.h"
 #include "common/efc_alloc.h"
 #include "common/efc_config.h"
+#include "common/efc_fs.h"
 #include "common/efc_log.h"
 #include "common/efc_sha256.h"
 #include "common/efc_status.h"
@@ -34,6 +35,8 @@
 #include "kernels/blas.h"
 #include "kernels/kernels.h"
 #include "model/dataset.h"
+#include "ota/manifest.h"
+#include "ota/slots.h"
 #include "proto/chunk.h"
 #include "proto/mqtt.h"
 #include "proto/proto.h"
@@ -47,6 +50,8 @@
 #define RESEND_EVERY_MS 30000 /* outbox resend timer (protocol.md "Outbox rule") */
 #define LOOP_MS 100
 #define FETCH_POLL_MS 20 /* URL download steps: MQTT is served between them */
+#define OTA_QUEUE_MAX 4  /* OTA directives waiting (one runs at a time) */
+#define REVOKED_MAX 32
 
 static volatile sig_atomic_t g_stop;
 
@@ -64,6 +69,7 @@ struct agent_opts {
     const char *prefix;
     const char *isa;
     const char *tls_ca, *tls_cert, *tls_key;
+    const char *trust_keys, *revoked_keys; /* OTA (docs/ota.md) */
 };
 
 /* The option table (STYLE.md 2.9): --help, --print-config, the config file, EFC_<NAME>. */
@@ -86,6 +92,11 @@ static const struct efc_cfg_opt g_opts[] = {
     {"tls-cert", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_cert),
      "this client's certificate (PEM; its CN is the MQTT user name)"},
     {"tls-key", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(tls_key), "this client's private key (PEM)"},
+    {"trust-keys", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(trust_keys),
+     "OTA: public keys (PEM files, comma-separated) whose signed manifests this device "
+     "installs; none: every OTA directive is refused"},
+    {"revoked-keys", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(revoked_keys),
+     "OTA: key ids (comma-separated) refused even if trusted"},
 };
 #define N_OPTS (sizeof(g_opts) / sizeof(g_opts[0]))
 
@@ -102,6 +113,22 @@ struct cur_job {
     char model_path[PATH_MAX_];
     char base_path[PATH_MAX_];
     struct efc_agent_sandbox *sb; /* the evaluation child, while it runs */
+    int is_ota; /* the fetch serves the OTA install in a->ota (job = its artifact) */
+};
+
+/* The OTA directive being carried out (docs/ota.md "On the device"): fetch (through cur_job),
+ * PREPARE (the policy's device step in a sandbox child, saving the device-ready model and
+ * the golden output), stage + switch (ota/slots.h), HEALTH (a sandbox child on the slot's
+ * files), then commit or roll back; one report. */
+enum ota_phase { OTA_FETCH = 0, OTA_PREPARE = 1, OTA_HEALTH = 2 };
+struct ota_cur {
+    int active;
+    enum ota_phase phase;
+    struct efc_proto_ota msg;
+    struct efc_manifest man;
+    char model_tmp[PATH_MAX_]; /* the prepared model, before it is staged */
+    char golden[PATH_MAX_];    /* the prepared model's output on the golden input */
+    struct efc_agent_sandbox *sb;
 };
 
 struct agent {
@@ -118,6 +145,17 @@ struct agent {
     int n_queue;
     struct cur_job cur;
     uint64_t last_resend_ns;
+    /* OTA */
+    struct efc_slots *slots;
+    struct efc_manifest_keys *keys; /* NULL: no --trust-keys, every directive refused */
+    char revoked_buf[1024];
+    const char *revoked[REVOKED_MAX];
+    size_t n_revoked;
+    char t_ota[TOPIC_MAX], t_ota_report[TOPIC_MAX];
+    char ota_file[PATH_MAX_]; /* the directive being carried out, for a restart mid-trial */
+    struct efc_proto_ota ota_queue[OTA_QUEUE_MAX];
+    int n_ota_queue;
+    struct ota_cur ota;
 };
 
 static void usage(FILE *f)
@@ -190,7 +228,11 @@ static enum efc_status publish_result_cb(void *ctx, const char *job_id, const vo
                                          size_t len)
 {
     struct agent *a = ctx;
-    if (efc_mqtt_publish(a->mqtt, a->t_result, payload, len, 1, 0, 0) != EFC_OK)
+    /* One outbox for results and OTA reports: OTA ids own their prefix (proto.h). */
+    const char *topic = strncmp(job_id, EFC_PROTO_OTA_PREFIX, strlen(EFC_PROTO_OTA_PREFIX))
+                            ? a->t_result
+                            : a->t_ota_report;
+    if (efc_mqtt_publish(a->mqtt, topic, payload, len, 1, 0, 0) != EFC_OK)
         return EFC_ENET; /* disconnected: the next connect resends the rest */
     efc_log(EFC_LOG_INFO, MOD, "job=%s result sent from the outbox", job_id);
     return EFC_OK;
@@ -246,8 +288,19 @@ static void finish_job(struct agent *a, const struct efc_proto_result *res)
     efc_free(buf);
 }
 
+static void ota_finish(struct agent *a, int32_t outcome, const char *reason,
+                       const struct efc_proto_result *res);
+static void ota_prepare(struct agent *a);
+
 static void fail_job(struct agent *a, const struct efc_proto_job *job, const char *why)
 {
+    if (job == &a->cur.job && a->cur.is_ota) { /* the fetch of an OTA artifact failed */
+        char reason[256];
+        snprintf(reason, sizeof(reason), "FETCH: %.240s", why);
+        a->cur.active = 0;
+        ota_finish(a, EFC_PROTO_OTA_FAILED, reason, NULL);
+        return;
+    }
     struct efc_agent_job_ctx ctx = {.device_id = a->o.id, .hw_class = a->prof.hw_class};
     struct efc_proto_result res;
     efc_agent_result_init(&ctx, job, &res);
@@ -510,6 +563,11 @@ static void run_current(struct agent *a)
     enum efc_status st;
     const char *base;
 
+    if (c->is_ota) { /* the OTA artifact is here: on to its device step */
+        c->active = 0;
+        ota_prepare(a);
+        return;
+    }
     st = efc_agent_journal_set(a->state, c->job.job_id, EFC_AGENT_JOB_RUNNING);
     if (st != EFC_OK) {
         efc_log(EFC_LOG_ERROR, MOD, "job=%s journal write failed: %s; not running it",
@@ -624,14 +682,486 @@ static void on_ack(struct agent *a, const void *payload, size_t len)
         efc_log(EFC_LOG_WARN, MOD, "job=%s ack not recorded: %s", ack.job_id, efc_err_detail());
 }
 
+/* ---- OTA (docs/ota.md "On the device") ---------------------------------------------- */
+
+/* The status fields naming what runs: the active slot's install. */
+static void ota_status_fill(struct agent *a)
+{
+    struct efc_slots_status ss;
+    a->status.active_model[0] = '\0';
+    a->status.active_version = 0;
+    a->status.active_policy[0] = '\0';
+    if (!a->slots || efc_slots_status(a->slots, &ss) != EFC_OK || !ss.has_active)
+        return;
+    snprintf(a->status.active_model, sizeof(a->status.active_model), "%s", ss.active.sha256);
+    a->status.active_version = ss.active.version;
+    snprintf(a->status.active_policy, sizeof(a->status.active_policy), "%s", ss.active.policy);
+}
+
+/* The directive's one report: to the outbox (journal DONE), out, status updated. res: the
+ * health evaluation's figures (NULL if it did not run). */
+static void ota_finish(struct agent *a, int32_t outcome, const char *reason,
+                       const struct efc_proto_result *res)
+{
+    struct ota_cur *o = &a->ota;
+    struct efc_proto_ota_report rep;
+    char *buf = NULL;
+
+    memset(&rep, 0, sizeof(rep));
+    rep.version = EFC_PROTO_VERSION;
+    snprintf(rep.ota_id, sizeof(rep.ota_id), "%s", o->msg.ota_id);
+    snprintf(rep.rollout_id, sizeof(rep.rollout_id), "%s", o->msg.rollout_id);
+    snprintf(rep.device_id, sizeof(rep.device_id), "%s", a->o.id);
+    rep.action = o->msg.action;
+    rep.outcome = outcome;
+    snprintf(rep.reason, sizeof(rep.reason), "%s", reason ? reason : "");
+    ota_status_fill(a);
+    snprintf(rep.active_sha256, sizeof(rep.active_sha256), "%s", a->status.active_model);
+    rep.active_version = a->status.active_version;
+    snprintf(rep.active_policy, sizeof(rep.active_policy), "%s", a->status.active_policy);
+    if (res && res->status == EFC_PROTO_RESULT_OK) {
+        rep.has_labels = res->has_labels;
+        rep.eval_total = res->eval_total;
+        rep.correct = res->correct;
+        rep.agree = res->agree;
+        rep.p50_ms = res->p50_ms;
+        rep.p99_ms = res->p99_ms;
+        rep.peak_rss_bytes = res->peak_rss_bytes;
+    }
+    efc_log(outcome == EFC_PROTO_OTA_INSTALLED || outcome == EFC_PROTO_OTA_REVERTED
+                ? EFC_LOG_INFO
+                : EFC_LOG_WARN,
+            MOD, "ota=%s rollout=%s %s: %s%s%s (active: %s version %llu)", rep.ota_id,
+            rep.rollout_id, efc_proto_ota_action_str(rep.action),
+            efc_proto_ota_outcome_str(outcome), rep.reason[0] ? ": " : "", rep.reason,
+            rep.active_policy[0] ? rep.active_policy : "none",
+            (unsigned long long)rep.active_version);
+    if (efc_proto_ota_report_encode(&rep, &buf) == EFC_OK) {
+        if (efc_agent_outbox_put(a->state, rep.ota_id, buf, strlen(buf)) != EFC_OK)
+            efc_log(EFC_LOG_ERROR, MOD, "ota=%s outbox write failed: %s", rep.ota_id,
+                    efc_err_detail());
+        if (efc_mqtt_publish(a->mqtt, a->t_ota_report, buf, strlen(buf), 1, 0, 0) != EFC_OK)
+            efc_log(EFC_LOG_WARN, MOD, "ota=%s report kept in the outbox (disconnected)",
+                    rep.ota_id);
+        efc_free(buf);
+    } else {
+        efc_log(EFC_LOG_ERROR, MOD, "ota=%s report encode: %s", rep.ota_id, efc_err_detail());
+    }
+    unlink(o->golden);
+    unlink(o->model_tmp);
+    unlink(a->ota_file);
+    o->active = 0;
+    a->cur.is_ota = 0;
+    publish_status(a, 1, 0);
+}
+
+/* A sandbox child for the directive: job = the directive's health settings around model. */
+static int ota_sandbox(struct agent *a, const char *policy, int32_t calib, int32_t runs,
+                       const char *model, const char *base, const char *save, int check)
+{
+    struct ota_cur *o = &a->ota;
+    struct efc_agent_job_ctx ctx = {.device_id = a->o.id,
+                                    .hw_class = a->prof.hw_class,
+                                    .save_model_path = save,
+                                    .golden_path = o->golden,
+                                    .golden_check = check};
+    struct efc_proto_job job;
+    struct efc_proto_result res;
+
+    memset(&job, 0, sizeof(job));
+    job.version = EFC_PROTO_VERSION;
+    snprintf(job.job_id, sizeof(job.job_id), "%s", o->msg.ota_id);
+    snprintf(job.round_id, sizeof(job.round_id), "%s", o->msg.rollout_id);
+    snprintf(job.device_id, sizeof(job.device_id), "%s", a->o.id);
+    snprintf(job.policy, sizeof(job.policy), "%s", policy);
+    job.calib_samples = calib;
+    job.eval_samples = o->msg.eval_samples;
+    job.batch = 1;
+    job.timed_runs = runs;
+    job.seed = o->msg.seed;
+    job.deadline_ms = o->msg.deadline_ms;
+    job.mem_limit_bytes = o->msg.mem_limit_bytes;
+    if (efc_agent_sandbox_start(&ctx, &job, model, base, a->data, &res, &o->sb) != EFC_OK) {
+        efc_log(EFC_LOG_ERROR, MOD, "ota=%s sandbox: %s", o->msg.ota_id, efc_err_detail());
+        return -1;
+    }
+    if (!o->sb) { /* its deadline had passed: res is final */
+        efc_log(EFC_LOG_WARN, MOD, "ota=%s: %s", o->msg.ota_id, res.error);
+        return -1;
+    }
+    publish_status(a, 1, 1);
+    return 0;
+}
+
+/* The artifact is fetched: check it against the signed manifest before anything parses it,
+ * then run the policy's device step (e.g. INT8 calibration on local data) in a child. */
+static void ota_prepare(struct agent *a)
+{
+    struct ota_cur *o = &a->ota;
+    enum efc_manifest_err why = EFC_MANIFEST_OK;
+    char reason[256];
+
+    if (efc_manifest_check_file(&o->man, a->cur.model_path, &why) != EFC_OK) {
+        snprintf(reason, sizeof(reason), "%s: %.200s", efc_manifest_err_str(why),
+                 efc_err_detail());
+        ota_finish(a, EFC_PROTO_OTA_REFUSED, reason, NULL);
+        return;
+    }
+    o->phase = OTA_PREPARE;
+    efc_log(EFC_LOG_INFO, MOD, "ota=%s artifact verified against the manifest; preparing %s",
+            o->msg.ota_id, o->man.policy);
+    if (ota_sandbox(a, o->man.policy, o->msg.calib_samples, 1, a->cur.model_path, NULL,
+                    o->model_tmp, 0))
+        ota_finish(a, EFC_PROTO_OTA_FAILED, "PREPARE: the evaluation child did not start",
+                   NULL);
+}
+
+/* The trial's health check: count the attempt first (a crash loop ends), then a child
+ * runs the slot's model: golden input, local accuracy and agreement with the FP32
+ * artifact, health_runs timed inferences. */
+static void ota_health(struct agent *a)
+{
+    struct ota_cur *o = &a->ota;
+    struct efc_slots_status ss;
+    int exhausted = 0;
+
+    if (efc_slots_trial_attempt(a->slots, &exhausted) != EFC_OK ||
+        efc_slots_status(a->slots, &ss) != EFC_OK) {
+        char reason[256];
+        snprintf(reason, sizeof(reason), "SLOTS: %.240s", efc_err_detail());
+        efc_slots_rollback(a->slots);
+        ota_finish(a, EFC_PROTO_OTA_ROLLED_BACK, reason, NULL);
+        return;
+    }
+    if (exhausted) {
+        efc_slots_rollback(a->slots);
+        ota_finish(a, EFC_PROTO_OTA_ROLLED_BACK,
+                   "TRIAL_EXHAUSTED: the health check was interrupted too often", NULL);
+        return;
+    }
+    o->phase = OTA_HEALTH;
+    efc_log(EFC_LOG_INFO, MOD, "ota=%s switched to slot %c (trial %d/%d): health check",
+            o->msg.ota_id, ss.active.name, (int)ss.trial_attempts, EFC_SLOTS_MAX_TRIALS);
+    if (ota_sandbox(a, "fp32", 0, o->msg.health_runs, ss.active.model_path,
+                    ss.active.artifact_path, NULL, 1)) {
+        efc_slots_rollback(a->slots);
+        ota_finish(a, EFC_PROTO_OTA_ROLLED_BACK, "HEALTH: the check could not start", NULL);
+    }
+}
+
+/* The health gate on the child's figures; reason empty when healthy. */
+static void ota_judge(const struct efc_proto_ota *m, const struct efc_proto_result *r,
+                      char *reason, size_t len)
+{
+    reason[0] = '\0';
+    if (r->status != EFC_PROTO_RESULT_OK)
+        snprintf(reason, len, "HEALTH: %.230s", r->error);
+    else if (m->min_accuracy > 0 && r->has_labels && r->eval_total > 0 &&
+             (double)r->correct / r->eval_total < m->min_accuracy)
+        snprintf(reason, len, "ACCURACY: %.4f on %d local samples < %.4f",
+                 (double)r->correct / r->eval_total, r->eval_total, m->min_accuracy);
+    else if (m->min_agree > 0 && r->eval_total > 0 &&
+             (double)r->agree / r->eval_total < m->min_agree)
+        snprintf(reason, len, "AGREEMENT: %.4f with the FP32 artifact < %.4f",
+                 (double)r->agree / r->eval_total, m->min_agree);
+    else if (m->max_p99_ms > 0 && r->p99_ms > m->max_p99_ms)
+        snprintf(reason, len, "LATENCY: p99 %.3f ms > %.3f ms", r->p99_ms, m->max_p99_ms);
+    else if (m->max_rss_bytes > 0 && r->peak_rss_bytes > (uint64_t)m->max_rss_bytes)
+        snprintf(reason, len, "MEMORY: peak RSS %llu > %lld bytes",
+                 (unsigned long long)r->peak_rss_bytes, (long long)m->max_rss_bytes);
+}
+
+/* Wait up to timeout_ms for the OTA child; carry on with what it produced. */
+static void poll_ota(struct agent *a, int timeout_ms)
+{
+    struct ota_cur *o = &a->ota;
+    struct efc_proto_result res;
+    char reason[256];
+
+    if (!o->sb || !efc_agent_sandbox_poll(o->sb, timeout_ms, &res))
+        return;
+    o->sb = NULL;
+    if (o->phase == OTA_PREPARE) {
+        if (res.status != EFC_PROTO_RESULT_OK) {
+            snprintf(reason, sizeof(reason), "PREPARE: %.230s", res.error);
+            ota_finish(a, EFC_PROTO_OTA_FAILED, reason, NULL);
+            return;
+        }
+        char *json = a->ota.msg.manifest;
+        if (efc_slots_stage(a->slots, json, strlen(json), &o->man, a->cur.model_path,
+                            o->model_tmp) != EFC_OK ||
+            efc_slots_switch(a->slots, o->msg.ota_id) != EFC_OK) {
+            snprintf(reason, sizeof(reason), "INSTALL: %.230s", efc_err_detail());
+            ota_finish(a, EFC_PROTO_OTA_FAILED, reason, NULL);
+            return;
+        }
+        unlink(o->model_tmp);
+        ota_health(a);
+        return;
+    }
+    ota_judge(&o->msg, &res, reason, sizeof(reason));
+    if (reason[0]) {
+        enum efc_status st = efc_slots_rollback(a->slots);
+        if (st != EFC_OK)
+            efc_log(EFC_LOG_ERROR, MOD, "ota=%s rollback: %s", o->msg.ota_id, efc_err_detail());
+        ota_finish(a, EFC_PROTO_OTA_ROLLED_BACK, reason, &res);
+        return;
+    }
+    if (efc_slots_commit(a->slots) != EFC_OK) {
+        snprintf(reason, sizeof(reason), "COMMIT: %.230s", efc_err_detail());
+        efc_slots_rollback(a->slots);
+        ota_finish(a, EFC_PROTO_OTA_ROLLED_BACK, reason, &res);
+        return;
+    }
+    ota_finish(a, EFC_PROTO_OTA_INSTALLED, "", &res);
+}
+
+/* Verify the directive's manifest: signature first, then time, class and version. */
+static int ota_verify(struct agent *a, uint64_t min_version, char *reason, size_t len)
+{
+    struct ota_cur *o = &a->ota;
+    enum efc_manifest_err why = EFC_MANIFEST_OK;
+    struct efc_manifest_policy pol = {.trusted = a->keys,
+                                      .revoked = a->revoked,
+                                      .n_revoked = a->n_revoked,
+                                      .now = (int64_t)time(NULL),
+                                      .skew_s = -1,
+                                      .hw_class = a->prof.hw_class,
+                                      .min_version = min_version};
+    if (!a->keys) {
+        snprintf(reason, len, "UNKNOWN_KEY: this agent trusts no key (--trust-keys)");
+        return -1;
+    }
+    if (efc_manifest_verify(o->msg.manifest, strlen(o->msg.manifest), &pol, &o->man, &why) !=
+        EFC_OK) {
+        snprintf(reason, len, "%s: %.200s", efc_manifest_err_str(why), efc_err_detail());
+        return -1;
+    }
+    return 0;
+}
+
+/* Start the next OTA directive (nothing else runs). */
+static void ota_start(struct agent *a)
+{
+    struct ota_cur *o = &a->ota;
+    struct efc_slots_status ss;
+    char reason[256], hex[EFC_SHA256_HEX_BYTES];
+
+    memset(o, 0, sizeof(*o));
+    o->msg = a->ota_queue[0];
+    memmove(a->ota_queue, a->ota_queue + 1, (size_t)(a->n_ota_queue - 1) * sizeof(a->ota_queue[0]));
+    a->n_ota_queue--;
+    o->active = 1;
+    snprintf(o->model_tmp, sizeof(o->model_tmp), "%s/ota-prepared.efm", a->o.state_dir);
+    snprintf(o->golden, sizeof(o->golden), "%s/ota-golden.bin", a->o.state_dir);
+    if (!a->slots || efc_slots_status(a->slots, &ss) != EFC_OK) {
+        snprintf(reason, sizeof(reason), "SLOTS: %.240s",
+                 a->slots ? efc_err_detail() : "OTA disabled: the slot state is unusable");
+        ota_finish(a, EFC_PROTO_OTA_FAILED, reason, NULL);
+        return;
+    }
+    /* Kept until the report: a restart mid-trial resumes this directive. */
+    {
+        char *enc = NULL;
+        if (efc_proto_ota_encode(&o->msg, &enc) != EFC_OK ||
+            efc_fs_write_atomic(a->ota_file, enc, strlen(enc)) != EFC_OK ||
+            efc_agent_journal_set(a->state, o->msg.ota_id, EFC_AGENT_JOB_RUNNING) != EFC_OK) {
+            snprintf(reason, sizeof(reason), "STATE: %.240s", efc_err_detail());
+            efc_free(enc);
+            ota_finish(a, EFC_PROTO_OTA_FAILED, reason, NULL);
+            return;
+        }
+        efc_free(enc);
+    }
+    if (ota_verify(a, o->msg.action == EFC_PROTO_OTA_INSTALL ? ss.min_version : 0, reason,
+                   sizeof(reason))) {
+        if (ss.trial && !strcmp(ss.trial_tag, o->msg.ota_id))
+            efc_slots_rollback(a->slots); /* its own trial, now refused (key revoked...) */
+        ota_finish(a, EFC_PROTO_OTA_REFUSED, reason, NULL);
+        return;
+    }
+    efc_sha256_hex(o->man.artifact_sha256, hex);
+    if (o->msg.action == EFC_PROTO_OTA_ROLLBACK) {
+        if (!ss.has_active || ss.trial || strcmp(ss.active.sha256, hex) ||
+            ss.active.version != o->man.version) {
+            ota_finish(a, EFC_PROTO_OTA_REFUSED,
+                       "NOT_ACTIVE: the install to undo is not what runs here", NULL);
+            return;
+        }
+        if (efc_slots_revert(a->slots) != EFC_OK) {
+            snprintf(reason, sizeof(reason), "NO_PREVIOUS: %.230s", efc_err_detail());
+            ota_finish(a, EFC_PROTO_OTA_FAILED, reason, NULL);
+            return;
+        }
+        ota_finish(a, EFC_PROTO_OTA_REVERTED, "", NULL);
+        return;
+    }
+    if (ss.trial && !strcmp(ss.trial_tag, o->msg.ota_id)) { /* a restart mid-trial */
+        efc_log(EFC_LOG_WARN, MOD, "ota=%s: the agent restarted during its health check; "
+                "checking again", o->msg.ota_id);
+        ota_health(a);
+        return;
+    }
+    if (ss.trial) { /* another directive's trial, orphaned: it cannot be judged */
+        efc_slots_rollback(a->slots);
+        efc_log(EFC_LOG_WARN, MOD, "ota: rolled back the orphaned trial %s", ss.trial_tag);
+    }
+    if (ss.has_active && !strcmp(ss.active.sha256, hex) && ss.active.version == o->man.version) {
+        ota_finish(a, EFC_PROTO_OTA_INSTALLED, "ALREADY: this install is active", NULL);
+        return;
+    }
+    /* Fetch the artifact the manifest names, through the job machinery. */
+    struct cur_job *c = &a->cur;
+    memset(c, 0, sizeof(*c));
+    c->active = 1;
+    c->is_ota = 1;
+    c->job.version = EFC_PROTO_VERSION;
+    snprintf(c->job.job_id, sizeof(c->job.job_id), "%s", o->msg.ota_id);
+    snprintf(c->job.device_id, sizeof(c->job.device_id), "%s", a->o.id);
+    snprintf(c->job.model_sha256, sizeof(c->job.model_sha256), "%s", hex);
+    snprintf(c->job.base_sha256, sizeof(c->job.base_sha256), "%s", hex);
+    c->job.model_bytes = c->job.base_bytes = o->man.artifact_bytes;
+    snprintf(c->job.url, sizeof(c->job.url), "%s", o->msg.url);
+    c->job.deadline_ms = o->msg.deadline_ms;
+    o->phase = OTA_FETCH;
+    efc_log(EFC_LOG_INFO, MOD, "ota=%s rollout=%s install %s version %llu: manifest verified",
+            o->msg.ota_id, o->msg.rollout_id, o->man.policy, (unsigned long long)o->man.version);
+    publish_status(a, 1, 1);
+    if (start_stage(a))
+        c->active = 0;
+}
+
+static void on_ota(struct agent *a, const void *payload, size_t len)
+{
+    struct efc_proto_ota *m = efc_malloc(sizeof(*m));
+    enum efc_agent_job_phase ph;
+
+    if (!m)
+        return;
+    if (efc_proto_ota_decode(payload, len, m) != EFC_OK) {
+        efc_log(EFC_LOG_WARN, MOD, "dropped malformed OTA directive: %s", efc_err_detail());
+        goto out;
+    }
+    if (strcmp(m->device_id, a->o.id)) {
+        efc_log(EFC_LOG_WARN, MOD, "dropped ota=%s for device %s", m->ota_id, m->device_id);
+        goto out;
+    }
+    if (a->ota.active && !strcmp(a->ota.msg.ota_id, m->ota_id))
+        goto out; /* a resend of the running one */
+    for (int i = 0; i < a->n_ota_queue; i++)
+        if (!strcmp(a->ota_queue[i].ota_id, m->ota_id))
+            goto out;
+    if (efc_agent_journal_get(a->state, m->ota_id, &ph) != EFC_OK) {
+        efc_log(EFC_LOG_WARN, MOD, "dropped ota=%s: journal: %s", m->ota_id, efc_err_detail());
+        goto out;
+    }
+    if (ph == EFC_AGENT_JOB_ACKED)
+        goto out;
+    if (ph == EFC_AGENT_JOB_DONE) {
+        struct one_entry e = {a, m->ota_id, 0};
+        efc_agent_outbox_each(a->state, resend_one_cb, &e);
+        goto out;
+    }
+    /* NEW, or RUNNING when a restart cut it short: an install is idempotent (the slots
+     * decide what is left to do), so it runs (again). */
+    if (a->n_ota_queue >= OTA_QUEUE_MAX) {
+        efc_log(EFC_LOG_WARN, MOD, "ota=%s dropped: queue full (%d)", m->ota_id, OTA_QUEUE_MAX);
+        goto out;
+    }
+    a->ota_queue[a->n_ota_queue++] = *m;
+    efc_log(EFC_LOG_INFO, MOD, "ota=%s rollout=%s %s queued", m->ota_id, m->rollout_id,
+            efc_proto_ota_action_str(m->action));
+out:
+    efc_free(m);
+}
+
+/* At start-up: open the slots, load the trusted keys; a trial cut short by a restart is
+ * resumed from the saved directive (or rolled back if there is none). */
+static int ota_setup(struct agent *a)
+{
+    struct efc_slots_status ss;
+    enum efc_status st;
+
+    if ((st = efc_slots_open(a->o.state_dir, &a->slots))) {
+        /* Jobs still run; OTA directives are refused until an operator looks (resetting the
+         * state would reset the anti-rollback counter). */
+        efc_log(EFC_LOG_ERROR, MOD, "OTA disabled: slots in %s/ota: %s %s", a->o.state_dir,
+                efc_status_str(st), efc_err_detail());
+        a->slots = NULL;
+    }
+    snprintf(a->ota_file, sizeof(a->ota_file), "%s/ota-directive.json", a->o.state_dir);
+    if (a->o.trust_keys) {
+        char list[2048], *save = NULL;
+        snprintf(list, sizeof(list), "%s", a->o.trust_keys);
+        if (efc_manifest_keys_new(&a->keys) != EFC_OK)
+            return -1;
+        for (char *p = list, *comma; p && *p; p = save) {
+            char id[EFC_MANIFEST_KEY_ID_HEX + 1];
+            comma = strchr(p, ',');
+            save = comma ? comma + 1 : NULL;
+            if (comma)
+                *comma = '\0';
+            if (efc_manifest_keys_add_file(a->keys, p, id) != EFC_OK) {
+                efc_log(EFC_LOG_ERROR, MOD, "--trust-keys %s: %s", p, efc_err_detail());
+                return -1;
+            }
+            efc_log(EFC_LOG_INFO, MOD, "OTA: trusting key %s (%s)", id, p);
+        }
+    }
+    if (a->o.revoked_keys) {
+        snprintf(a->revoked_buf, sizeof(a->revoked_buf), "%s", a->o.revoked_keys);
+        for (char *p = a->revoked_buf; p && *p && a->n_revoked < REVOKED_MAX;) {
+            char *comma = strchr(p, ',');
+            a->revoked[a->n_revoked++] = p;
+            if (!comma)
+                break;
+            *comma = '\0';
+            p = comma + 1;
+        }
+    }
+    if (!a->slots)
+        return 0;
+    if (efc_slots_status(a->slots, &ss) != EFC_OK)
+        return -1;
+    if (ss.fell_back)
+        efc_log(EFC_LOG_ERROR, MOD, "OTA: slot %c failed its digests; fell back",
+                ss.fell_back_from);
+    if (ss.trial) {
+        void *buf = NULL;
+        size_t len = 0;
+        struct efc_proto_ota *m = &a->ota_queue[0];
+        if (efc_fs_read_all(a->ota_file, EFC_PROTO_MSG_MAX, &buf, &len) == EFC_OK &&
+            efc_proto_ota_decode(buf, len, m) == EFC_OK && !strcmp(m->ota_id, ss.trial_tag)) {
+            a->n_ota_queue = 1;
+            efc_log(EFC_LOG_WARN, MOD, "ota=%s: restarted during its trial; resuming",
+                    m->ota_id);
+        } else {
+            efc_log(EFC_LOG_WARN, MOD, "OTA: trial %s without its directive: rolling back",
+                    ss.trial_tag);
+            efc_slots_rollback(a->slots);
+        }
+        efc_free(buf);
+    }
+    ota_status_fill(a);
+    if (a->status.active_model[0])
+        efc_log(EFC_LOG_INFO, MOD, "OTA: active %s version %llu (%.16s)",
+                a->status.active_policy, (unsigned long long)a->status.active_version,
+                a->status.active_model);
+    return 0;
+}
+
 /* Advance the job machinery: start the next queued job, expire a stalled fetch, fail a
  * fetch that outlived its deadline, run a job whose artifacts are ready. */
 static void step_jobs(struct agent *a)
 {
     struct cur_job *c = &a->cur;
-    if (c->sb)
-        return; /* evaluating: poll_current */
-    if (!c->active && a->n_queue > 0) {
+    if (c->sb || a->ota.sb)
+        return; /* evaluating: poll_current / poll_ota */
+    if (!c->active && !a->ota.active && a->n_ota_queue > 0) {
+        ota_start(a); /* OTA first: it changes what the device runs */
+        return;
+    }
+    if (!c->active && !a->ota.active && a->n_queue > 0) {
         memset(c, 0, sizeof(*c));
         c->job = a->queue[0];
         memmove(a->queue, a->queue + 1, (size_t)(a->n_queue - 1) * sizeof(a->queue[0]));
@@ -688,6 +1218,8 @@ static void on_message(void *ctx, const char *topic, const void *payload, size_t
     (void)retained;
     if (!strcmp(topic, a->t_job))
         on_job(a, payload, len);
+    else if (!strcmp(topic, a->t_ota))
+        on_ota(a, payload, len);
     else if (!strcmp(topic, a->t_ack))
         on_ack(a, payload, len);
     else
@@ -716,7 +1248,9 @@ static int make_topics(struct agent *a)
         efc_proto_topic(p, id, "job", a->t_job, TOPIC_MAX) ||
         efc_proto_topic(p, id, "ack", a->t_ack, TOPIC_MAX) ||
         efc_proto_topic(p, id, "result", a->t_result, TOPIC_MAX) ||
-        efc_proto_topic(p, id, "chunk/req", a->t_req, TOPIC_MAX))
+        efc_proto_topic(p, id, "chunk/req", a->t_req, TOPIC_MAX) ||
+        efc_proto_topic(p, id, "ota", a->t_ota, TOPIC_MAX) ||
+        efc_proto_topic(p, id, "ota/report", a->t_ota_report, TOPIC_MAX))
         return -1;
     if (snprintf(a->t_art, TOPIC_MAX, "%s/art/+/%s", p, id) >= TOPIC_MAX)
         return -1;
@@ -758,6 +1292,8 @@ static int setup(struct agent *a, enum efc_isa cap)
     memset(&a->status, 0, sizeof(a->status));
     efc_agent_profile_to_status(&a->prof, &a->status);
     snprintf(a->status.device_id, sizeof(a->status.device_id), "%s", a->o.id);
+    if (ota_setup(a))
+        return -1;
     a->status.online = 0;
     if (efc_proto_status_encode(&a->status, &will) != EFC_OK) {
         efc_log(EFC_LOG_ERROR, MOD, "status encode: %s", efc_err_detail());
@@ -787,6 +1323,7 @@ static int setup(struct agent *a, enum efc_isa cap)
         return -1;
     }
     if (efc_mqtt_subscribe(a->mqtt, a->t_job, 1) || efc_mqtt_subscribe(a->mqtt, a->t_ack, 1) ||
+        efc_mqtt_subscribe(a->mqtt, a->t_ota, 1) ||
         efc_mqtt_subscribe(a->mqtt, a->t_art, 1)) {
         efc_log(EFC_LOG_ERROR, MOD, "subscribe: %s", efc_err_detail());
         return -1;
@@ -812,6 +1349,8 @@ static void teardown(struct agent *a)
         efc_mqtt_free(a->mqtt);
     }
     close_fetch(&a->cur);
+    efc_slots_close(a->slots);
+    efc_manifest_keys_free(a->keys);
     efc_dataset_free(a->data);
     efc_agent_state_close(a->state);
 }
@@ -861,6 +1400,9 @@ int main(int argc, char **argv)
         if (a.cur.sb) { /* wait on the evaluation, serve MQTT in between */
             poll_current(&a, LOOP_MS);
             efc_mqtt_loop(a.mqtt, 0);
+        } else if (a.ota.sb) { /* the same for an OTA step */
+            poll_ota(&a, LOOP_MS);
+            efc_mqtt_loop(a.mqtt, 0);
         } else if (a.cur.url_fetch) { /* the same around a URL download */
             step_url_fetch(&a, FETCH_POLL_MS);
             efc_mqtt_loop(a.mqtt, 0);
@@ -877,6 +1419,11 @@ int main(int argc, char **argv)
         efc_log(EFC_LOG_INFO, MOD, "job=%s: stopping after the running evaluation",
                 a.cur.job.job_id);
         poll_current(&a, -1);
+    }
+    if (a.ota.sb) { /* a trial stays on disk: the next start resumes or rolls it back */
+        efc_log(EFC_LOG_INFO, MOD, "ota=%s: stopping; its step ends now", a.ota.msg.ota_id);
+        efc_agent_sandbox_kill(a.ota.sb);
+        a.ota.sb = NULL;
     }
     efc_log(EFC_LOG_INFO, MOD, "device=%s stopping", a.o.id);
 out:

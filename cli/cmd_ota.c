@@ -1,5 +1,7 @@
 /* efc keygen / sign / verify — signed artifact manifests (ota/manifest.h, docs/ota.md). */
 #include <getopt.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -27,7 +29,7 @@ static void sign_help(void)
     printf("usage: efc sign ARTIFACT --key K --model-id ID --policy P --class C --version N\n"
            "                [--expires-in S] -o ARTIFACT.manifest.json\n\n"
            "  --key K          private key PEM (efc keygen)\n"
-           "  --model-id ID    model id (1..127 printable ASCII)\n"
+           "  --model-id ID    model id (1..255 printable ASCII)\n"
            "  --policy P       compression policy of the artifact\n"
            "  --class C        target hardware class\n"
            "  --version N      release version (uint64, strictly increasing)\n"
@@ -70,6 +72,11 @@ int cmd_keygen(int argc, char **argv)
     if (optind != argc || !dir)
         return cli_usage_error("keygen", "need -o DIR and nothing else");
     efc_err_clear();
+    /* A new key directory is private from the start (the key file is 0600 anyway). */
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "efc keygen: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
     if ((st = efc_manifest_keygen_files(dir, id)))
         return cli_fail("keygen", st);
     printf("%s/%s, %s/%s: key id %s\n", dir, EFC_MANIFEST_KEY_FILE, dir, EFC_MANIFEST_PUB_FILE, id);

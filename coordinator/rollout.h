@@ -5,11 +5,14 @@
  * wave gated on the devices' own health reports. A wave passes when every device in it has
  * reported; a device counts as failed when it did not install (refused, failed, rolled back
  * by its own health gate, or silent past its deadline) or when it installed but regressed:
- * accuracy below the round's expected accuracy minus max_acc_drop, or p99 above the round's
- * expected p99 times max_p99_ratio. More than max_failures failed devices in a wave halt the
+ * accuracy below the round's expected accuracy minus max_acc_drop minus two standard errors
+ * of the device's sample (its data differ from the round's devices'), or p99 above the
+ * round's expected p99 times max_p99_ratio. More than max_failures failed devices in a wave halt the
  * rollout: the devices of that wave that installed are told to roll back, no device of a
- * later wave is touched, and the reason names the devices and why. A rollback rollout undoes
- * an install rollout on every device where it is what runs (per-class rollback).
+ * later wave is touched, and the reason names the devices and why. A rollback rollout returns
+ * a class to its previous policy: it installs the previous done rollout's artifact again
+ * under a new manifest version (anti-rollback holds), in waves like any install, and marks
+ * the undone rollout rolled_back once done.
  * Everything is in the store (schema v5, store_int.h): a restarted coordinator continues a
  * rollout where it stopped (directives not yet answered are sent again; agents are
  * idempotent per ota_id).
@@ -28,6 +31,8 @@
 #define EFC_COORD_WAVES_DEFAULT "1,10%,50%,100%"
 #define EFC_COORD_WAVES_MAX 16
 #define EFC_COORD_WAVES_STR_MAX 128
+/* p99 regressions smaller than this (ms) are noise, never a failure (docs/ota.md). */
+#define EFC_COORD_P99_FLOOR_MS 1.0
 
 enum efc_coord_rollout_state {
     EFC_COORD_ROLLOUT_RUNNING = 0,
@@ -58,6 +63,7 @@ struct efc_coord_gate {
     double max_p99_ratio;   /* vs expected_p99_ms (default 3.0; 0 = off) */
     double expected_acc;    /* pooled accuracy of (class, policy) in its round; < 0: unknown */
     double expected_p99_ms; /* median p99 of (class, policy) in its round; 0: unknown */
+    double expected_agree;  /* pooled top-1 agreement with the base in its round; < 0: unknown */
     int64_t report_timeout_ms; /* per directive (default 600 s) */
     /* Sent to the agents (struct efc_proto_ota). */
     int32_t calib_samples, eval_samples, health_runs;
@@ -149,10 +155,11 @@ enum efc_status efc_coord_store_rollout_get(struct efc_coord_store *s, const cha
 /* The running rollout of a class (EFC_ENOTFOUND if none). */
 enum efc_status efc_coord_store_rollout_running(struct efc_coord_store *s, const char *hw_class,
                                                 struct efc_coord_rollout *out);
-/* The latest install rollout of a class in state done (or halted if done_only == 0),
- * newest first; EFC_ENOTFOUND if none. */
+/* The newest rollout of a class with version < below_version (UINT64_MAX: any) in state
+ * done (done_only) or done / halted; EFC_ENOTFOUND if none. */
 enum efc_status efc_coord_store_rollout_latest(struct efc_coord_store *s, const char *hw_class,
-                                               int done_only, struct efc_coord_rollout *out);
+                                               int done_only, uint64_t below_version,
+                                               struct efc_coord_rollout *out);
 /* Set state, current wave and reason (updated = now_ms). */
 enum efc_status efc_coord_store_rollout_update(struct efc_coord_store *s, const char *rollout_id,
                                                enum efc_coord_rollout_state state, int32_t wave,

@@ -155,8 +155,11 @@ static void on_report(struct run *x, const char *dev, const void *payload, size_
         goto out;
     }
     if (rep.action == EFC_PROTO_OTA_ROLLBACK) {
-        /* Refused = the rollout was not what runs there: nothing to undo either. */
-        state = rep.outcome == EFC_PROTO_OTA_REVERTED || rep.outcome == EFC_PROTO_OTA_REFUSED
+        /* NOT_ACTIVE: the rollout is not what runs there (its own health gate rolled it
+         * back, or a later install replaced it): nothing is left to undo. */
+        state = rep.outcome == EFC_PROTO_OTA_REVERTED ||
+                        (rep.outcome == EFC_PROTO_OTA_REFUSED &&
+                         !strncmp(rep.reason, "NOT_ACTIVE", 10))
                     ? EFC_COORD_RDEV_REVERTED
                     : EFC_COORD_RDEV_FAILED;
         snprintf(reason, sizeof(reason), "%s", rep.reason);
@@ -307,28 +310,6 @@ static int32_t plan_wave(struct run *x, const struct efc_coord_rollout *r,
     return n_known == 0 ? 1 : need;
 }
 
-/* The devices of a rollback rollout: every device where its target is installed. */
-static void plan_rollback(struct run *x, const struct efc_coord_rollout *r, int64_t now)
-{
-    struct efc_coord_rdev *t = NULL;
-    size_t n = 0, k = 0;
-    if (efc_coord_store_rdevs_list(x->s, r->target, &t, &n) != EFC_OK)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        if (t[i].state != EFC_COORD_RDEV_INSTALLED && t[i].state != EFC_COORD_RDEV_REGRESSED)
-            continue;
-        struct efc_coord_rdev nd;
-        memset(&nd, 0, sizeof(nd));
-        snprintf(nd.device_id, sizeof(nd.device_id), "%s", t[i].device_id);
-        snprintf(nd.ota_id, sizeof(nd.ota_id), "%s%llu-%zu", EFC_PROTO_OTA_PREFIX,
-                 (unsigned long long)r->version, ++k);
-        nd.deadline_ms = now + r->gate.report_timeout_ms;
-        if (efc_coord_store_rdev_add(x->s, r->rollout_id, &nd) == EFC_OK)
-            send_directive(x, r, &nd, EFC_PROTO_OTA_ROLLBACK);
-    }
-    efc_free(t);
-}
-
 /* Returns 1 once the rollout needs nothing more from this run. */
 static int step(struct run *x, const char *id, int64_t now, int resend)
 {
@@ -358,8 +339,7 @@ static int step(struct run *x, const char *id, int64_t now, int resend)
             efc_log(EFC_LOG_WARN, MOD, "%s device=%s: %s", id, d[i].device_id, reason);
             waiting = 0;
         } else if (waiting && resend) {
-            send_directive(x, r, &d[i], d[i].state == EFC_COORD_RDEV_SENT &&
-                                                r->kind == EFC_COORD_ROLLOUT_INSTALL
+            send_directive(x, r, &d[i], d[i].state == EFC_COORD_RDEV_SENT
                                             ? EFC_PROTO_OTA_INSTALL
                                             : EFC_PROTO_OTA_ROLLBACK);
         }
@@ -367,28 +347,6 @@ static int step(struct run *x, const char *id, int64_t now, int resend)
     }
     if (r->state != EFC_COORD_ROLLOUT_RUNNING) {
         finished = open == 0; /* a halted rollout waits for its reverts */
-        goto out;
-    }
-    if (r->kind == EFC_COORD_ROLLOUT_ROLLBACK) {
-        if (n == 0 && now >= x->settle_until_ms) {
-            plan_rollback(x, r, now);
-            efc_free(d);
-            d = NULL;
-            if (efc_coord_store_rdevs_list(x->s, id, &d, &n) != EFC_OK)
-                goto out;
-            open = (int32_t)n;
-        }
-        if (open == 0 && now >= x->settle_until_ms) {
-            for (size_t i = 0; i < n; i++)
-                failed += d[i].state != EFC_COORD_RDEV_REVERTED;
-            snprintf(reason, sizeof(reason), "%zu device(s) reverted, %d failed", n - failed,
-                     (int)failed);
-            efc_coord_store_rollout_update(x->s, id, EFC_COORD_ROLLOUT_DONE, 0, reason, now);
-            efc_coord_store_rollout_update(x->s, r->target, EFC_COORD_ROLLOUT_ROLLED_BACK, 0,
-                                           "undone by rollback", now);
-            printf("rollback %s of %s (class %s): %s\n", id, r->target, r->hw_class, reason);
-            finished = 1;
-        }
         goto out;
     }
     if (now < x->settle_until_ms)
@@ -437,6 +395,9 @@ static int step(struct run *x, const char *id, int64_t now, int resend)
     if (r->wave + 1 >= n_waves) {
         snprintf(reason, sizeof(reason), "%zu device(s) in %d wave(s)", n, (int)n_waves);
         efc_coord_store_rollout_update(x->s, id, EFC_COORD_ROLLOUT_DONE, r->wave, reason, now);
+        if (r->kind == EFC_COORD_ROLLOUT_ROLLBACK)
+            efc_coord_store_rollout_update(x->s, r->target, EFC_COORD_ROLLOUT_ROLLED_BACK, 0,
+                                           "undone by a rollback", now);
         printf("rollout %s (class %s, %s, version %llu): done, %s\n", id, r->hw_class,
                r->policy, (unsigned long long)r->version, reason);
         finished = 1;
@@ -456,14 +417,15 @@ out:
 /* Pooled accuracy and median p99 of (class, policy) in a round, from its stored results. */
 static void expected_from_round(struct efc_coord_store *s, const char *round_id,
                                 const char *hw_class, const char *policy, double *acc,
-                                double *p99)
+                                double *p99, double *agree)
 {
     struct efc_proto_result *res = NULL;
     size_t n = 0, k = 0;
-    int64_t correct = 0, total = 0;
+    int64_t correct = 0, total = 0, agreed = 0, all = 0;
     double *p = NULL;
     *acc = -1;
     *p99 = 0;
+    *agree = -1;
     if (efc_coord_store_results_list(s, round_id, &res, &n) != EFC_OK)
         return;
     p = efc_malloc((n ? n : 1) * sizeof(*p));
@@ -475,6 +437,8 @@ static void expected_from_round(struct efc_coord_store *s, const char *round_id,
             correct += res[i].correct;
             total += res[i].eval_total;
         }
+        agreed += res[i].agree;
+        all += res[i].eval_total;
         /* insertion sort: a handful of results per (class, policy) */
         size_t j = k++;
         for (; j > 0 && p[j - 1] > res[i].p99_ms; j--)
@@ -483,6 +447,8 @@ static void expected_from_round(struct efc_coord_store *s, const char *round_id,
     }
     if (total > 0)
         *acc = (double)correct / (double)total;
+    if (all > 0)
+        *agree = (double)agreed / (double)all;
     if (k > 0)
         *p99 = p[k / 2];
     efc_free(p);
@@ -535,8 +501,13 @@ static int sign_manifest(const struct efc_coord_rollout_opts *o, struct efc_coor
     return 0;
 }
 
+/* The gate of a new rollout. The device's own floors default to what the round promised:
+ * its absolute accuracy SLA (when the round had one), and the round's agreement with the
+ * FP32 base minus the tolerance (agreement is paired on the device's own samples, so it does
+ * not vary with the device's data the way accuracy does). */
 static void gate_from_opts(const struct efc_coord_rollout_opts *o, struct efc_coord_gate *g,
-                           double acc, double p99)
+                           const struct efc_coord_round *round, double acc, double p99,
+                           double agree)
 {
     memset(g, 0, sizeof(*g));
     g->max_failures = (int32_t)o->max_failures;
@@ -544,56 +515,86 @@ static void gate_from_opts(const struct efc_coord_rollout_opts *o, struct efc_co
     g->max_p99_ratio = o->max_p99_ratio;
     g->expected_acc = acc;
     g->expected_p99_ms = p99;
+    g->expected_agree = agree;
     g->report_timeout_ms = o->report_timeout_s * 1000;
     g->calib_samples = (int32_t)o->calib;
     g->eval_samples = (int32_t)o->eval;
     g->health_runs = (int32_t)o->health_runs;
     /* The device's own gate: what the round measured for this class, minus the tolerance,
      * unless given. */
-    g->min_accuracy = o->min_accuracy >= 0 ? o->min_accuracy
-                      : acc >= 0           ? (acc - o->max_acc_drop > 0 ? acc - o->max_acc_drop : 0)
-                                           : 0;
-    g->min_agree = o->min_agree >= 0 ? o->min_agree : 0;
+    g->min_accuracy = o->min_accuracy >= 0                        ? o->min_accuracy
+                      : round && round->sla.kind == EFC_COORD_SLA_ABSOLUTE ? round->sla.value
+                                                                          : 0;
+    g->min_agree = o->min_agree >= 0                     ? o->min_agree
+                   : agree - o->max_acc_drop > 0 ? agree - o->max_acc_drop
+                                                 : 0;
+    /* Latency below EFC_COORD_P99_FLOOR_MS above the round's is never a regression: at a
+     * few microseconds a shared core's noise is larger than any ratio. */
     g->max_p99_ms = o->max_p99_ms >= 0 ? o->max_p99_ms
-                    : p99 > 0 && o->max_p99_ratio > 0 ? p99 * o->max_p99_ratio
-                                                      : 0;
+                    : p99 > 0 && o->max_p99_ratio > 0
+                        ? (p99 * o->max_p99_ratio > p99 + EFC_COORD_P99_FLOOR_MS
+                               ? p99 * o->max_p99_ratio
+                               : p99 + EFC_COORD_P99_FLOOR_MS)
+                        : 0;
     g->mem_limit_bytes = o->mem_limit;
 }
 
 /* Create (or find running) the rollout of (class, policy) from a round; its id into x. */
+/* Give r (class, policy, round, sha, waves, gate, kind, target set) a new version and id,
+ * sign its manifest, store it, and drive it in this run. */
+static int create_rollout(struct run *x, struct efc_coord_rollout *r)
+{
+    char path[PATH_MAX_];
+    int64_t now = now_ms();
+
+    if (!x->o->sign_key) {
+        fprintf(stderr, "efc-coordinator: %s needs --sign-key (efc keygen makes one)\n",
+                x->o->cmd);
+        return -1;
+    }
+    if (efc_coord_store_model_get(x->s, r->sha256, path, sizeof(path), &r->bytes) != EFC_OK ||
+        efc_coord_store_ota_version_next(x->s, &r->version) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
+        return -1;
+    }
+    snprintf(r->rollout_id, sizeof(r->rollout_id), "ro%llu", (unsigned long long)r->version);
+    r->created_ms = now;
+    if (sign_manifest(x->o, r, path, now))
+        return -1;
+    if (efc_coord_store_rollout_create(x->s, r, NULL, 0) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
+        return -1;
+    }
+    snprintf(x->ids[x->n++], EFC_PROTO_ID_MAX, "%s", r->rollout_id);
+    return 0;
+}
+
+/* Create (or continue the running) rollout of (class, policy) from a round. */
 static int open_rollout(struct run *x, const char *hw_class, const char *policy)
 {
     const struct efc_coord_rollout_opts *o = x->o;
     struct efc_coord_rollout *r = efc_calloc(1, sizeof(*r));
-    char path[PATH_MAX_], busy[EFC_PROTO_ID_MAX] = "";
-    int64_t now = now_ms();
-    double acc, p99;
+    struct efc_coord_round *round = efc_malloc(sizeof(*round));
+    double acc, p99, agree;
     int rc = -1;
 
-    if (!r)
-        return -1;
+    if (!r || !round)
+        goto out;
     if (x->n >= MAX_RUN) {
         fprintf(stderr, "efc-coordinator: more than %d classes in one rollout run\n", MAX_RUN);
         goto out;
     }
     if (efc_coord_store_rollout_running(x->s, hw_class, r) == EFC_OK) {
-        if (strcmp(r->policy, policy) != 0 && r->kind == EFC_COORD_ROLLOUT_INSTALL) {
+        if (strcmp(r->policy, policy) != 0)
             fprintf(stderr, "efc-coordinator: class %s has rollout %s of %s running; it "
                             "continues first\n", hw_class, r->rollout_id, r->policy);
-        }
         printf("rollout %s (class %s, %s): continues at wave %d\n", r->rollout_id, hw_class,
                r->policy, (int)r->wave + 1);
         snprintf(x->ids[x->n++], EFC_PROTO_ID_MAX, "%s", r->rollout_id);
         rc = 0;
         goto out;
     }
-    memset(r, 0, sizeof(*r));
-    if (efc_coord_store_round_artifact_get(x->s, o->round_id, policy, r->sha256) != EFC_OK ||
-        efc_coord_store_model_get(x->s, r->sha256, path, sizeof(path), &r->bytes) != EFC_OK) {
-        fprintf(stderr, "efc-coordinator: class %s: %s\n", hw_class, efc_err_detail());
-        goto out;
-    }
-    if (efc_coord_store_rollout_latest(x->s, hw_class, 1, r) == EFC_OK &&
+    if (efc_coord_store_rollout_latest(x->s, hw_class, 1, UINT64_MAX, r) == EFC_OK &&
         !strcmp(r->policy, policy) && !strcmp(r->round_id, o->round_id)) {
         printf("rollout %s (class %s, %s): already done (version %llu); nothing to do\n",
                r->rollout_id, hw_class, policy, (unsigned long long)r->version);
@@ -601,51 +602,45 @@ static int open_rollout(struct run *x, const char *hw_class, const char *policy)
         goto out;
     }
     memset(r, 0, sizeof(*r));
-    efc_coord_store_round_artifact_get(x->s, o->round_id, policy, r->sha256);
-    efc_coord_store_model_get(x->s, r->sha256, path, sizeof(path), &r->bytes);
-    if (!o->sign_key) {
-        fprintf(stderr, "efc-coordinator: rollout needs --sign-key (efc keygen makes one)\n");
+    if (efc_coord_store_round_artifact_get(x->s, o->round_id, policy, r->sha256) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: class %s: %s\n", hw_class, efc_err_detail());
         goto out;
     }
-    if (efc_coord_store_ota_version_next(x->s, &r->version) != EFC_OK) {
-        fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
-        goto out;
-    }
-    snprintf(r->rollout_id, sizeof(r->rollout_id), "ro%llu", (unsigned long long)r->version);
     snprintf(r->hw_class, sizeof(r->hw_class), "%s", hw_class);
     snprintf(r->policy, sizeof(r->policy), "%s", policy);
     snprintf(r->round_id, sizeof(r->round_id), "%s", o->round_id);
     snprintf(r->waves, sizeof(r->waves), "%s", o->waves);
     r->kind = EFC_COORD_ROLLOUT_INSTALL;
-    r->created_ms = now;
-    expected_from_round(x->s, o->round_id, hw_class, policy, &acc, &p99);
-    gate_from_opts(o, &r->gate, acc, p99);
-    if (sign_manifest(o, r, path, now))
+    expected_from_round(x->s, o->round_id, hw_class, policy, &acc, &p99, &agree);
+    gate_from_opts(o, &r->gate,
+                   efc_coord_store_round_get(x->s, o->round_id, round) == EFC_OK ? round : NULL,
+                   acc, p99, agree);
+    if (create_rollout(x, r))
         goto out;
-    if (efc_coord_store_rollout_create(x->s, r, busy, sizeof(busy)) != EFC_OK) {
-        fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
-        goto out;
-    }
-    printf("rollout %s: class %s -> %s (artifact %.16s, %llu bytes, version %llu), waves %s; "
-           "gate: expected accuracy %s, p99 %.3f ms, device minimum accuracy %.4f, max p99 "
-           "%.3f ms\n",
+    printf("rollout %s: class %s -> %s (artifact %.16s, %llu bytes, version %llu), waves %s\n"
+           "  gate: the round measured accuracy %.4f, agreement %.4f, p99 %.3f ms; devices "
+           "need accuracy >= %.4f, agreement >= %.4f, p99 <= %.3f ms\n",
            r->rollout_id, hw_class, policy, r->sha256, (unsigned long long)r->bytes,
-           (unsigned long long)r->version, r->waves, acc >= 0 ? "known" : "unknown", p99,
-           r->gate.min_accuracy, r->gate.max_p99_ms);
-    snprintf(x->ids[x->n++], EFC_PROTO_ID_MAX, "%s", r->rollout_id);
+           (unsigned long long)r->version, r->waves, acc, agree, p99, r->gate.min_accuracy,
+           r->gate.min_agree, r->gate.max_p99_ms);
     rc = 0;
 out:
     fflush(stdout);
     efc_free(r);
+    efc_free(round);
     return rc;
 }
 
+/* Per-class rollback: the class's current rollout (the newest done or halted one) is undone
+ * by installing, under a new version, the newest done rollout before it with another
+ * artifact or policy: what the class ran before. */
 static int open_rollback(struct run *x)
 {
     struct efc_coord_rollout *cur = efc_calloc(1, sizeof(*cur));
+    struct efc_coord_rollout *prev = efc_calloc(1, sizeof(*prev));
     struct efc_coord_rollout *r = efc_calloc(1, sizeof(*r));
     int rc = -1;
-    if (!cur || !r)
+    if (!cur || !prev || !r)
         goto out;
     if (efc_coord_store_rollout_running(x->s, x->o->hw_class, r) == EFC_OK) {
         if (r->kind == EFC_COORD_ROLLOUT_ROLLBACK) {
@@ -660,39 +655,44 @@ static int open_rollback(struct run *x)
         printf("rollout %s (class %s): halted by the rollback order\n", r->rollout_id,
                r->hw_class);
     }
-    if (efc_coord_store_rollout_latest(x->s, x->o->hw_class, 0, cur) != EFC_OK) {
-        fprintf(stderr, "efc-coordinator: class %s has no install rollout to roll back\n",
+    if (efc_coord_store_rollout_latest(x->s, x->o->hw_class, 0, UINT64_MAX, cur) != EFC_OK) {
+        fprintf(stderr, "efc-coordinator: class %s has no rollout to roll back\n",
                 x->o->hw_class);
         goto out;
     }
-    memset(r, 0, sizeof(*r));
-    if (efc_coord_store_ota_version_next(x->s, &r->version) != EFC_OK)
-        goto out;
-    snprintf(r->rollout_id, sizeof(r->rollout_id), "ro%llu", (unsigned long long)r->version);
+    uint64_t below = cur->version;
+    for (;;) {
+        if (efc_coord_store_rollout_latest(x->s, x->o->hw_class, 1, below, prev) != EFC_OK) {
+            fprintf(stderr, "efc-coordinator: class %s ran nothing before %s (%s): no previous "
+                            "policy to return to\n",
+                    x->o->hw_class, cur->rollout_id, cur->policy);
+            goto out;
+        }
+        if (strcmp(prev->sha256, cur->sha256) || strcmp(prev->policy, cur->policy))
+            break;
+        below = prev->version;
+    }
     snprintf(r->hw_class, sizeof(r->hw_class), "%s", cur->hw_class);
-    snprintf(r->policy, sizeof(r->policy), "%s", cur->policy);
-    snprintf(r->round_id, sizeof(r->round_id), "%s", cur->round_id);
-    snprintf(r->sha256, sizeof(r->sha256), "%s", cur->sha256);
-    r->bytes = cur->bytes;
-    /* The undone rollout's own signed manifest: the devices check it is what they run. */
-    snprintf(r->manifest, sizeof(r->manifest), "%s", cur->manifest);
+    snprintf(r->policy, sizeof(r->policy), "%s", prev->policy);
+    snprintf(r->round_id, sizeof(r->round_id), "%s", prev->round_id);
+    snprintf(r->sha256, sizeof(r->sha256), "%s", prev->sha256);
     r->kind = EFC_COORD_ROLLOUT_ROLLBACK;
     snprintf(r->target, sizeof(r->target), "%s", cur->rollout_id);
-    snprintf(r->waves, sizeof(r->waves), "100%%");
-    r->gate = cur->gate;
+    snprintf(r->waves, sizeof(r->waves), "%s", x->o->waves);
+    r->gate = prev->gate;
     r->gate.report_timeout_ms = x->o->report_timeout_s * 1000;
-    r->created_ms = now_ms();
-    if (efc_coord_store_rollout_create(x->s, r, NULL, 0) != EFC_OK) {
-        fprintf(stderr, "efc-coordinator: %s\n", efc_err_detail());
+    if (create_rollout(x, r))
         goto out;
-    }
-    printf("rollback %s: class %s, undoing %s (%s, version %llu)\n", r->rollout_id,
-           r->hw_class, cur->rollout_id, cur->policy, (unsigned long long)cur->version);
-    snprintf(x->ids[x->n++], EFC_PROTO_ID_MAX, "%s", r->rollout_id);
+    printf("rollback %s: class %s from %s (%s, version %llu) back to %s (%s), as version %llu, "
+           "waves %s\n",
+           r->rollout_id, r->hw_class, cur->rollout_id, cur->policy,
+           (unsigned long long)cur->version, prev->rollout_id, prev->policy,
+           (unsigned long long)r->version, r->waves);
     rc = 0;
 out:
     fflush(stdout);
     efc_free(cur);
+    efc_free(prev);
     efc_free(r);
     return rc;
 }
@@ -726,10 +726,9 @@ static int run_status(struct efc_coord_store *s, const char *only_class)
         if (only_class && strcmp(only_class, ro[i].hw_class))
             continue;
         efc_coord_waves_parse(ro[i].waves, &n_waves);
-        printf("  %s %s class %s %s version %llu: %s, wave %d/%d%s%s\n", ro[i].rollout_id,
-               ro[i].kind == EFC_COORD_ROLLOUT_ROLLBACK ? "rollback of" : "install",
-               ro[i].hw_class,
-               ro[i].kind == EFC_COORD_ROLLOUT_ROLLBACK ? ro[i].target : ro[i].policy,
+        printf("  %s %s%s class %s %s version %llu: %s, wave %d/%d%s%s\n", ro[i].rollout_id,
+               ro[i].kind == EFC_COORD_ROLLOUT_ROLLBACK ? "rollback of " : "install",
+               ro[i].target, ro[i].hw_class, ro[i].policy,
                (unsigned long long)ro[i].version, efc_coord_rollout_state_str(ro[i].state),
                (int)ro[i].wave + 1, (int)n_waves, ro[i].reason[0] ? " — " : "", ro[i].reason);
         if (efc_coord_store_rdevs_list(s, ro[i].rollout_id, &d, &n) != EFC_OK)

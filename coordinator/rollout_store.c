@@ -136,16 +136,21 @@ enum efc_coord_rdev_state efc_coord_gate_report(const struct efc_coord_gate *g,
         return EFC_COORD_RDEV_FAILED;
     }
     if (g->expected_acc >= 0 && r->has_labels && r->eval_total > 0) {
-        double acc = (double)r->correct / r->eval_total;
-        if (acc < g->expected_acc - g->max_acc_drop) {
+        /* A device measures on its own, different samples: only a drop beyond the tolerance
+         * and beyond two standard errors of its sample (binomial) is a regression. */
+        double acc = (double)r->correct / r->eval_total, p = g->expected_acc;
+        double noise = 2.0 * sqrt(p * (1.0 - p) / r->eval_total);
+        if (acc < p - g->max_acc_drop - noise) {
             snprintf(reason, reason_len,
-                     "ACCURACY_REGRESSION: %.4f on the device < %.4f expected - %.4f", acc,
-                     g->expected_acc, g->max_acc_drop);
+                     "ACCURACY_REGRESSION: %.4f on %d device samples < %.4f expected - %.4f "
+                     "tolerance - %.4f sampling noise",
+                     acc, r->eval_total, p, g->max_acc_drop, noise);
             return EFC_COORD_RDEV_REGRESSED;
         }
     }
     if (g->max_p99_ratio > 0 && g->expected_p99_ms > 0 &&
-        r->p99_ms > g->expected_p99_ms * g->max_p99_ratio) {
+        r->p99_ms > g->expected_p99_ms * g->max_p99_ratio &&
+        r->p99_ms > g->expected_p99_ms + EFC_COORD_P99_FLOOR_MS) {
         snprintf(reason, reason_len, "LATENCY_REGRESSION: p99 %.3f ms > %.3f ms x %.2f",
                  r->p99_ms, g->expected_p99_ms, g->max_p99_ratio);
         return EFC_COORD_RDEV_REGRESSED;
@@ -157,6 +162,7 @@ enum efc_coord_rdev_state efc_coord_gate_report(const struct efc_coord_gate *g,
 
 #define GATE_FIELDS(X)                                                                         \
     X(max_failures) X(max_acc_drop) X(max_p99_ratio) X(expected_acc) X(expected_p99_ms)        \
+    X(expected_agree)                                                                          \
     X(report_timeout_ms) X(calib_samples) X(eval_samples) X(health_runs) X(min_accuracy)       \
     X(min_agree) X(max_p99_ms) X(mem_limit_bytes)
 
@@ -371,16 +377,30 @@ enum efc_status efc_coord_store_rollout_running(struct efc_coord_store *s, const
 }
 
 enum efc_status efc_coord_store_rollout_latest(struct efc_coord_store *s, const char *hw_class,
-                                               int done_only, struct efc_coord_rollout *out)
+                                               int done_only, uint64_t below_version,
+                                               struct efc_coord_rollout *out)
 {
-    return rollout_query(s,
-                         done_only ? "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 "
-                                     "AND kind = 'install' AND state = 'done' "
-                                     "ORDER BY version DESC LIMIT 1"
-                                   : "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 "
-                                     "AND kind = 'install' AND state IN ('done','halted') "
-                                     "ORDER BY version DESC LIMIT 1",
-                         hw_class, NULL, NULL, out, "latest rollout of class");
+    sqlite3_stmt *st = NULL;
+    enum efc_status e = efc_coord_db_prep(
+        s,
+        done_only ? "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND version < ?2 "
+                    "AND state = 'done' ORDER BY version DESC LIMIT 1"
+                  : "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND version < ?2 "
+                    "AND state IN ('done','halted') ORDER BY version DESC LIMIT 1",
+        &st);
+    if (e != EFC_OK)
+        return e;
+    sqlite3_bind_text(st, 1, hw_class, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, below_version > INT64_MAX ? INT64_MAX : (sqlite3_int64)below_version);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        rollout_row(st, out);
+    else
+        e = rc == SQLITE_DONE ? efc_errf(EFC_ENOTFOUND, "store: class %s has no such rollout",
+                                         hw_class)
+                              : efc_coord_db_err(s, rc, "latest rollout");
+    sqlite3_finalize(st);
+    return e;
 }
 
 enum efc_status efc_coord_store_rollouts_list(struct efc_coord_store *s,
@@ -556,7 +576,10 @@ static enum efc_status device_model_put(struct efc_coord_store *s, const char *r
     enum efc_status e = efc_coord_db_prep(
         s,
         "INSERT INTO device_models(device_id, class, sha256, version, policy, rollout_id, "
-        "updated) SELECT ?1, class, ?2, ?3, ?4, ?5, ?6 FROM rollouts WHERE id = ?5 "
+        "updated) SELECT ?1, class, ?2, ?3, ?4, "
+        /* the rollout that installed what runs (versions are unique), else the reporter */
+        "COALESCE((SELECT id FROM rollouts WHERE version = ?3 AND kind = 'install'), ?5), ?6 "
+        "FROM rollouts WHERE id = ?5 "
         "ON CONFLICT(device_id) DO UPDATE SET class = excluded.class, sha256 = excluded.sha256,"
         " version = excluded.version, policy = excluded.policy, "
         "rollout_id = excluded.rollout_id, updated = excluded.updated",

@@ -401,7 +401,7 @@ enum efc_status efc_manifest_keygen_files(const char *dir, char key_id[EFC_MANIF
 
 /* ---- canonical encoding ------------------------------------------------------------------ */
 
-/* Fields the encoder can write with one spelling: 1..127 printable ASCII. */
+/* Fields the encoder can write with one spelling: 1..255 printable ASCII. */
 static int str_ok(const char *s)
 {
     size_t n = strnlen(s, EFC_MANIFEST_STR_MAX);
@@ -481,11 +481,11 @@ static void sb_u64(struct sb *b, const char *key, uint64_t v)
 static enum efc_status check_fields(const struct efc_manifest *m)
 {
     if (!str_ok(m->model_id))
-        return efc_errf(EFC_EINVAL, "manifest: model_id must be 1..127 printable ASCII");
+        return efc_errf(EFC_EINVAL, "manifest: model_id must be 1..255 printable ASCII");
     if (!str_ok(m->policy))
-        return efc_errf(EFC_EINVAL, "manifest: policy must be 1..127 printable ASCII");
+        return efc_errf(EFC_EINVAL, "manifest: policy must be 1..255 printable ASCII");
     if (!str_ok(m->hw_class))
-        return efc_errf(EFC_EINVAL, "manifest: hw_class must be 1..127 printable ASCII");
+        return efc_errf(EFC_EINVAL, "manifest: hw_class must be 1..255 printable ASCII");
     if (m->created < 0 || m->expires <= m->created)
         return efc_errf(EFC_EINVAL, "manifest: need 0 <= created < expires (%lld, %lld)",
                         (long long)m->created, (long long)m->expires);
