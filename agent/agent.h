@@ -75,7 +75,7 @@ struct efc_agent_job_ctx {
     enum efc_agent_fault fault;
     /* OTA (docs/ota.md "On the device"). save_model_path: the evaluated candidate (after the
      * device step, e.g. INT8 lowering) is written there as .efm (atomically). golden_path:
-     * the candidate's raw output on the golden input (the first evaluation sample) is
+     * the candidate's raw output on the golden input (the device's first local sample) is
      * written there (golden_check 0), or must equal, bit for bit, what the file holds
      * (golden_check 1; else the result fails "GOLDEN: ..."). NULL: not used. */
     const char *save_model_path;

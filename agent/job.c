@@ -452,10 +452,12 @@ enum efc_status efc_agent_job_run(const struct efc_agent_job_ctx *ctx,
         }
     }
 
-    /* 4b. The golden input (OTA): the same function before and after the install. */
+    /* 4b. The golden input (OTA): the same function before and after the install. It is
+     * the device's first local sample, whatever the split (the prepare and the health runs
+     * split differently: one calibrates, the other does not). */
     if (ctx->golden_path) {
         stage = "golden input";
-        if (golden(ec, local, eidx[0], buf, ctx, res))
+        if (golden(ec, local, 0, buf, ctx, res))
             goto out;
     }
 

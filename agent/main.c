@@ -486,8 +486,12 @@ static void on_chunk(struct agent *a, const char *topic, const void *payload, si
     if (st == EFC_EHASH) {
         if (++c->hash_retries > FETCH_HASH_RETRIES) {
             close_rx(c);
-            fail_job(a, &c->job, "artifact SHA-256 mismatch after retries");
             c->active = 0;
+            if (c->is_ota)
+                ota_finish(a, EFC_PROTO_OTA_REFUSED,
+                           "ARTIFACT_HASH: the received bytes do not match the manifest", NULL);
+            else
+                fail_job(a, &c->job, "artifact SHA-256 mismatch after retries");
             return;
         }
         efc_log(EFC_LOG_WARN, MOD, "job=%s artifact=%s SHA-256 mismatch, fetching again",
@@ -523,6 +527,15 @@ static void step_url_fetch(struct agent *a, int timeout_ms)
     if (!done)
         return;
     efc_agent_fetch_url_stats(c->url_fetch, &fs);
+    if (st != EFC_OK && c->is_ota && (st == EFC_EHASH || st == EFC_EPROTO)) {
+        /* The bytes are not the ones the signed manifest names: refused, not a fault. */
+        snprintf(why, sizeof(why), "%s: %.220s",
+                 st == EFC_EHASH ? "ARTIFACT_HASH" : "ARTIFACT_SIZE", efc_err_detail());
+        close_fetch(c);
+        c->active = 0;
+        ota_finish(a, EFC_PROTO_OTA_REFUSED, why, NULL);
+        return;
+    }
     if (st != EFC_OK) {
         efc_log(EFC_LOG_WARN, MOD, "job=%s artifact=%s url fetch failed: %s %s", c->job.job_id,
                 c->job.model_sha256, efc_status_str(st), efc_err_detail());

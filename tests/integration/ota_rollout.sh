@@ -10,8 +10,10 @@
 #      rolls itself back with the reason ACCURACY, the rollout halts in wave 1, no device of
 #      wave 2 receives a directive, every device still runs rollout (1)'s policy;
 #  (5) forged directives (mosquitto_pub as the coordinator would send them): bad signature,
-#      manifest edited after signing, unknown key, wrong class, older version, expired: each
-#      refused with its own reason, the active model unchanged.
+#      manifest edited after signing, unknown key, wrong class, older version, expired, and a
+#      valid manifest whose artifact URL serves a truncated, a byte-flipped or a longer file:
+#      each refused with its own reason, the active model unchanged and still loading; and the
+#      signing key revoked on dev-c (--revoked-keys): a valid manifest is refused.
 # Usage: ota_rollout.sh BUILD_DIR. Prints "N passed, M failed". SKIP (exit 0) without
 # mosquitto or the Fashion-MNIST files. Bounded: every wait has a deadline.
 set -uo pipefail
@@ -162,9 +164,36 @@ m = json.loads(good)
 m["version"] = str(int(m["version"]) + 1)
 open(f"{d}/m-edited.json", "w").write(json.dumps(m, separators=(",", ":")))
 PY
+directive() { # MANIFEST OTA_ID URL DEVICE: the JSON the coordinator would send
+    $py - "$@" <<'PY'
+import json, sys, time
+man = open(sys.argv[1]).read().strip()
+print(json.dumps({"version": 1, "type": "ota", "ota_id": sys.argv[2], "rollout_id": "forged",
+    "device_id": sys.argv[4], "action": "install", "manifest": man, "url": sys.argv[3],
+    "calib_samples": 64, "eval_samples": 100, "health_runs": 10, "min_accuracy": 0,
+    "min_agree": 0, "max_p99_ms": 0, "max_rss_bytes": 0, "seed": 1,
+    "deadline_ms": int(time.time() * 1000) + 60000, "mem_limit_bytes": 0}))
+PY
+}
 status_of() { mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -t "efc/v1/dev/$1/status" \
     -C 1 -W 3 2>/dev/null | grep -o '"active_model":"[0-9a-f]*","active_version":[0-9]*'; }
 before=$(status_of dev-a)
+# A new artifact (the base packed at another zstd level: new bytes, the agent has never seen
+# it), signed, then served over HTTP on loopback as tampered copies.
+fresh=$tmp/fresh.efca
+"$efc_bin" pack "$model" -o "$fresh" --level 3 > /dev/null 2>&1
+"$efc_bin" sign "$fresh" --key "$tmp/keys/efc-sign.key" --model-id fresh --policy fp32 \
+    --class "$cls" --version 100 --expires-in 3600 -o "$tmp/m-fresh.json" > /dev/null 2>&1
+mkdir -p "$tmp/www"
+size=$(stat -c %s "$fresh")
+head -c $((size / 2)) "$fresh" > "$tmp/www/truncated"
+{ cat "$fresh"; head -c 16 /dev/zero; } > "$tmp/www/trailing"
+cp "$fresh" "$tmp/www/flipped"
+printf '\xff' | dd of="$tmp/www/flipped" bs=1 seek=$((size / 3)) conv=notrunc status=none
+(cd "$tmp/www" && exec $py -m http.server --bind 127.0.0.1 0 > "$tmp/http.log" 2>&1) &
+pids+=($!)
+for _ in $(seq 50); do grep -q "port" "$tmp/http.log" && break; sleep 0.1; done
+hport=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$tmp/http.log" | head -1)
 sleep 1.1 # the 1 s manifest expires
 mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -t "efc/v1/dev/dev-a/ota/report" \
     > "$tmp/reports.txt" 2>/dev/null &
@@ -172,25 +201,21 @@ subpid=$!
 pids+=($subpid)
 sleep 0.3
 i=0
-for case in badsig edited unknown class older expired; do
+cases=(badsig edited unknown class older expired truncated flipped trailing)
+for case in "${cases[@]}"; do
     i=$((i + 1))
-    $py - "$tmp/m-$case.json" "ota-forged-$i" > "$tmp/d-$case.json" <<'PY'
-import json, sys, time
-man = open(sys.argv[1]).read().strip()
-print(json.dumps({"version": 1, "type": "ota", "ota_id": sys.argv[2], "rollout_id": "forged",
-    "device_id": "dev-a", "action": "install", "manifest": man, "url": "",
-    "calib_samples": 64, "eval_samples": 100, "health_runs": 10, "min_accuracy": 0,
-    "min_agree": 0, "max_p99_ms": 0, "max_rss_bytes": 0, "seed": 1,
-    "deadline_ms": int(time.time() * 1000) + 60000, "mem_limit_bytes": 0}))
-PY
+    mf=$tmp/m-$case.json u=""
+    [[ -f $mf ]] || { mf=$tmp/m-fresh.json; u="http://127.0.0.1:$hport/$case"; }
+    directive "$mf" "ota-forged-$i" "$u" dev-a > "$tmp/d-$case.json"
     mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -q 1 -t "efc/v1/dev/dev-a/ota" \
         -f "$tmp/d-$case.json"
 done
-for _ in $(seq 100); do [[ $(grep -c '"ota_id"' "$tmp/reports.txt") -ge 6 ]] && break; sleep 0.1; done
+for _ in $(seq 150); do [[ $(grep -c '"ota_id"' "$tmp/reports.txt") -ge ${#cases[@]} ]] && break; sleep 0.1; done
 kill "$subpid" 2>/dev/null
-want=(BAD_SIGNATURE BAD_SIGNATURE UNKNOWN_KEY WRONG_CLASS ROLLBACK EXPIRED)
+want=(BAD_SIGNATURE BAD_SIGNATURE UNKNOWN_KEY WRONG_CLASS ROLLBACK EXPIRED ARTIFACT_SIZE ARTIFACT_HASH
+      ARTIFACT_SIZE)
 i=0
-for case in badsig edited unknown class older expired; do
+for case in "${cases[@]}"; do
     line=$(grep "\"ota-forged-$((i + 1))\"" "$tmp/reports.txt" | head -1)
     if grep -q '"outcome":"refused"' <<< "$line" && grep -q "\"reason\":\"${want[$i]}" <<< "$line"; then
         ok "forged directive ($case): refused, ${want[$i]}"
@@ -205,6 +230,25 @@ if [[ -n $before && $before == "$after" && -n $slot_model ]] \
         && "$efc_bin" eval "$slot_model" --data fashion-mnist:shard=1/20 > "$tmp/eval.out" 2>&1; then
     ok "dev-a still runs ${after#*active_version\":} (same model); its slot model loads and evaluates ($(grep -o '[0-9.]* %' "$tmp/eval.out" | head -1))"
 else bad "dev-a after the forged directives: before '$before' after '$after'"; cat "$tmp/eval.out" 2>/dev/null | tail -3; fi
+
+# The same key revoked on dev-c (restarted with --revoked-keys): a valid manifest is refused.
+kid=$(sed -n 's/.*key id \([0-9a-f]*\).*/\1/p' "$tmp/keygen.out" | head -1)
+kill "${pids[2]}" 2>/dev/null; wait "${pids[2]}" 2>/dev/null
+"$agent_bin" --id dev-c --broker "$url" --data "fashion-mnist:shard=3/6" --state-dir "$tmp/s-dev-c" \
+    --isa avx2 --trust-keys "$tmp/keys/efc-sign.pub" --revoked-keys "$kid" \
+    >> "$tmp/agent-dev-c.log" 2>&1 &
+pids[2]=$!
+mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -t "efc/v1/dev/dev-c/ota/report" -C 1 \
+    -W 20 > "$tmp/report-c.txt" 2>/dev/null &
+subpid=$!
+sleep 1
+directive "$tmp/m-good.json" ota-revoked-1 "" dev-c > "$tmp/d-revoked.json"
+mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -q 1 -t "efc/v1/dev/dev-c/ota" -f "$tmp/d-revoked.json"
+wait "$subpid" 2>/dev/null
+if [[ -n $kid ]] && grep -q '"outcome":"refused"' "$tmp/report-c.txt" \
+        && grep -q '"reason":"REVOKED_KEY' "$tmp/report-c.txt"; then
+    ok "revoked key ($kid) on dev-c: refused, REVOKED_KEY"
+else bad "revoked key: $(cat "$tmp/report-c.txt")"; fi
 
 echo "--- status at the end"
 sed 's/^/     /' "$tmp/st3.out"
