@@ -970,7 +970,12 @@ static int select_and_report(struct efc_coord_store *s, const char *round_id,
     print_counts(s, round_id, res, n_res);
     fputs(table, stdout);
     if (html) {
-        if (efc_coord_report_html_write(sel, round_id, html) != EFC_OK) {
+        char *ro_html = NULL;
+        if (efc_coord_rollout_html(s, &ro_html) != EFC_OK)
+            fprintf(stderr, "efc-coordinator: rollout state: %s\n", efc_err_detail());
+        enum efc_status hs = efc_coord_report_html_write(sel, round_id, ro_html, html);
+        efc_free(ro_html);
+        if (hs != EFC_OK) {
             fprintf(stderr, "efc-coordinator: report %s: %s\n", html, efc_err_detail());
             goto out;
         }

@@ -338,6 +338,12 @@ static void svg_plot(struct efc_buf *b, const struct efc_coord_class_selection *
 enum efc_status efc_coord_report_html(const struct efc_coord_selection *sel, const char *title,
                                       char **out)
 {
+    return efc_coord_report_html_with(sel, title, NULL, out);
+}
+
+enum efc_status efc_coord_report_html_with(const struct efc_coord_selection *sel,
+                                           const char *title, const char *appendix, char **out)
+{
     struct efc_buf b = {0};
     char sla[64];
     char *table = NULL;
@@ -368,15 +374,18 @@ enum efc_status efc_coord_report_html(const struct efc_coord_selection *sel, con
         svg_plot(&b, cs, 1, sel);
         efc_buf_printf(&b, "</div>\n");
     }
+    if (appendix)
+        efc_buf_printf(&b, "%s", appendix);
     efc_buf_printf(&b, "</body></html>\n");
     return sb_finish(&b, out);
 }
 
 enum efc_status efc_coord_report_html_write(const struct efc_coord_selection *sel,
-                                            const char *title, const char *path)
+                                            const char *title, const char *appendix,
+                                            const char *path)
 {
     char *html = NULL;
-    enum efc_status st = efc_coord_report_html(sel, title, &html);
+    enum efc_status st = efc_coord_report_html_with(sel, title, appendix, &html);
     if (st != EFC_OK)
         return st;
     st = efc_fs_write_atomic(path, html, strlen(html));

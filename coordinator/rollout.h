@@ -203,4 +203,9 @@ enum efc_status efc_coord_store_selections_list(struct efc_coord_store *s, const
 enum efc_status efc_coord_store_class_devices(struct efc_coord_store *s, const char *hw_class,
                                               char (**ids)[EFC_PROTO_ID_MAX], size_t *n);
 
+/* The rollout state as an HTML fragment (rollout_report.c): what each device runs, then per
+ * class its rollouts, newest first, with each device's state. *out is NULL (EFC_OK) when
+ * there is no rollout; else efc_free it. */
+enum efc_status efc_coord_rollout_html(struct efc_coord_store *s, char **out);
+
 #endif

@@ -148,8 +148,13 @@ enum efc_status efc_coord_report_class_json(const struct efc_coord_selection *se
  * the Pareto front drawn as a line. */
 enum efc_status efc_coord_report_html(const struct efc_coord_selection *sel, const char *title,
                                       char **out);
-/* efc_coord_report_html written atomically to path (efc_fs_write_atomic). */
+/* The same with an HTML fragment (e.g. the rollout state) before the end of the body;
+ * appendix may be NULL. */
+enum efc_status efc_coord_report_html_with(const struct efc_coord_selection *sel,
+                                           const char *title, const char *appendix, char **out);
+/* efc_coord_report_html_with written atomically to path (efc_fs_write_atomic). */
 enum efc_status efc_coord_report_html_write(const struct efc_coord_selection *sel,
-                                            const char *title, const char *path);
+                                            const char *title, const char *appendix,
+                                            const char *path);
 
 #endif

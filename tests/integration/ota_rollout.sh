@@ -250,6 +250,12 @@ if [[ -n $kid ]] && grep -q '"outcome":"refused"' "$tmp/report-c.txt" \
     ok "revoked key ($kid) on dev-c: refused, REVOKED_KEY"
 else bad "revoked key: $(cat "$tmp/report-c.txt")"; fi
 
+"$coord_bin" --db "$tmp/efc.db" report --round-id "$rid" --report "$tmp/report.html" \
+    > /dev/null 2>&1
+n=$(grep -c "<h3>ro[0-9]" "$tmp/report.html" 2>/dev/null)
+grep -q "Rollouts (OTA)" "$tmp/report.html" 2>/dev/null && [[ $n -ge 4 ]] \
+    && ok "HTML report: rollout state per class ($n rollouts)" || bad "HTML report without rollouts"
+
 echo "--- status at the end"
 sed 's/^/     /' "$tmp/st3.out"
 finish

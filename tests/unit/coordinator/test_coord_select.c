@@ -285,7 +285,7 @@ static void test_reports(void **state)
     assert_non_null(mkdtemp(dir));
     char path[64];
     snprintf(path, sizeof(path), "%s/report.html", dir);
-    assert_int_equal(efc_coord_report_html_write(sel, "round r1 <test>", path), EFC_OK);
+    assert_int_equal(efc_coord_report_html_write(sel, "round r1 <test>", NULL, path), EFC_OK);
     void *buf = NULL;
     size_t len = 0;
     assert_int_equal(efc_fs_read_all(path, 1 << 20, &buf, &len), EFC_OK);
