@@ -4,7 +4,8 @@
 #  (1) a round chooses a policy for the class; `rollout` signs it and takes it to the class in
 #      waves 1 (canary), 50 %, 100 %: every device installs it (health-checked on its own data)
 #      and `status` shows each device running it; the same command again changes nothing;
-#  (2) a second, healthy rollout (another policy) replaces it everywhere;
+#  (2) a second, healthy rollout (another policy) replaces it everywhere, although the
+#      coordinator is SIGKILLed after the canary's report: rerun, it continues at wave 2;
 #  (3) `rollback --class`: every device returns to the policy of rollout (1);
 #  (4) a rollout whose device-side health gate cannot pass (min accuracy 0.999): the canary
 #      rolls itself back with the reason ACCURACY, the rollout halts in wave 1, no device of
@@ -100,10 +101,23 @@ grep -q "already done" "$tmp/ro1b.out" && ok "rollout 1 again: already done, not
 # (2) another policy of the round, healthy
 pol2=fp32
 [[ $pol1 == fp32 ]] && pol2="int8(calib=percentile,weights=channel)"
-timeout 150 "$coord_bin" --broker "$url" --db "$tmp/efc.db" rollout --round-id "$rid" \
-    --class "$cls" --policy "$pol2" --sign-key "$tmp/keys/efc-sign.key" --waves 1,100% \
-    "${gate[@]}" > "$tmp/ro2.out" 2> "$tmp/ro2.log" && ok "rollout 2 ($pol2): exit 0" \
-    || { bad "rollout 2"; cat "$tmp/ro2.out"; }
+# ... with the coordinator SIGKILLed as soon as the canary reported: the same command
+# continues the stored rollout at wave 2
+ro2=(--broker "$url" --db "$tmp/efc.db" rollout --round-id "$rid" --class "$cls" --policy "$pol2"
+     --sign-key "$tmp/keys/efc-sign.key" --waves 1,100% "${gate[@]}")
+"$coord_bin" "${ro2[@]}" > "$tmp/ro2a.out" 2> "$tmp/ro2a.log" &
+cpid=$!
+pids+=($cpid)
+for _ in $(seq 300); do grep -q "device=dev-a: installed" "$tmp/ro2a.log" && break; sleep 0.02; done
+kill -9 "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
+grep -q "device=dev-a: installed" "$tmp/ro2a.log" && ! grep -q "outcome" "$tmp/ro2a.out" \
+    && ok "rollout 2: coordinator SIGKILLed after the canary's report" \
+    || bad "rollout 2: the coordinator was not killed mid-rollout"
+timeout 150 "$coord_bin" "${ro2[@]}" > "$tmp/ro2.out" 2> "$tmp/ro2.log" \
+    && grep -q "continues at wave" "$tmp/ro2.out" \
+    && grep -q "outcome ro[0-9]* class $cls: done; devices: 3 installed" "$tmp/ro2.out" \
+    && ok "rollout 2 ($pol2): the restarted coordinator continued it to the end" \
+    || { bad "rollout 2 resume"; cat "$tmp/ro2.out"; }
 coord status > "$tmp/st2.out" 2>&1
 n=$(runs "$tmp/st2.out" "$pol2")
 [[ $n -eq 3 ]] && ok "status: 3 devices run $pol2" || { bad "status after rollout 2"; cat "$tmp/st2.out"; }
