@@ -380,7 +380,7 @@ static int step(struct run *x, const char *id, int64_t now, int resend)
     }
     if (failed > r->gate.max_failures) {
         char why[512];
-        snprintf(why, sizeof(why), "wave %d/%d: %d failed (max %d): %s", (int)r->wave + 1,
+        snprintf(why, sizeof(why), "wave %d/%d: %d failed (max %d): %.440s", (int)r->wave + 1,
                  (int)n_waves, (int)failed, (int)r->gate.max_failures, reason);
         efc_coord_store_rollout_update(x->s, id, EFC_COORD_ROLLOUT_HALTED, r->wave, why, now);
         printf("rollout %s (class %s, %s): HALTED at %s; the wave rolls back, no later wave "
