@@ -202,83 +202,172 @@ static void gate_parse(const char *txt, struct efc_coord_gate *g)
     cJSON_Delete(o);
 }
 
+/* ---- SQL helpers: bound arguments, one-statement writes, row readers -------------------- */
+
+/* A statement argument: text, integer or real (bound to ?1, ?2, ... in order). */
+struct arg {
+    char kind; /* 's', 'i', 'd' */
+    const char *s;
+    int64_t i;
+    double d;
+};
+#define A_S(x) {'s', (x), 0, 0}
+#define A_I(x) {'i', NULL, (int64_t)(x), 0}
+#define A_D(x) {'d', NULL, 0, (x)}
+#define N_ARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static enum efc_status prep_bound(struct efc_coord_store *s, const char *sql, const struct arg *a,
+                                  int n, sqlite3_stmt **st)
+{
+    enum efc_status e = efc_coord_db_prep(s, sql, st);
+    for (int i = 0; e == EFC_OK && i < n; i++) {
+        if (a[i].kind == 's')
+            sqlite3_bind_text(*st, i + 1, a[i].s, -1, SQLITE_STATIC);
+        else if (a[i].kind == 'i')
+            sqlite3_bind_int64(*st, i + 1, (sqlite3_int64)a[i].i);
+        else
+            sqlite3_bind_double(*st, i + 1, a[i].d);
+    }
+    return e;
+}
+
+/* One statement inside the caller's transaction; *changes (may be NULL): rows changed. */
+static enum efc_status exec_args(struct efc_coord_store *s, const char *sql, const struct arg *a,
+                                 int n, const char *what, int *changes)
+{
+    sqlite3_stmt *st = NULL;
+    enum efc_status e = prep_bound(s, sql, a, n, &st);
+    if (e == EFC_OK)
+        e = efc_coord_db_step_done(s, st, what);
+    if (e == EFC_OK && changes)
+        *changes = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    return e;
+}
+
+/* One statement in its own transaction (a savepoint inside a batch). */
+static enum efc_status write1(struct efc_coord_store *s, const char *sql, const struct arg *a,
+                              int n, const char *what, int *changes)
+{
+    enum efc_status e = efc_coord_db_begin(s);
+    if (e != EFC_OK)
+        return e;
+    if ((e = exec_args(s, sql, a, n, what, changes)) != EFC_OK) {
+        efc_coord_db_rollback(s);
+        return e;
+    }
+    return efc_coord_db_commit(s);
+}
+
+typedef void (*row_fn)(sqlite3_stmt *st, void *dst);
+
+/* The first row into dst; EFC_ENOTFOUND ("store: <what> not found: <key>") if none. */
+static enum efc_status get_one(struct efc_coord_store *s, const char *sql, const struct arg *a,
+                               int n, row_fn row, void *dst, const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    enum efc_status e = prep_bound(s, sql, a, n, &st);
+    if (e == EFC_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            row(st, dst);
+        else
+            e = rc == SQLITE_DONE ? efc_errf(EFC_ENOTFOUND, "store: %s not found: %s", what,
+                                             n > 0 && a[0].kind == 's' ? a[0].s : "")
+                                  : efc_coord_db_err(s, rc, what);
+    }
+    sqlite3_finalize(st);
+    return e;
+}
+
+/* Every row, converted by row into a new array of elem-byte entries (*out, efc_free). */
+static enum efc_status get_all(struct efc_coord_store *s, const char *sql, const struct arg *a,
+                               int n, row_fn row, size_t elem, void **out, size_t *n_out,
+                               const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    int rc = SQLITE_DONE;
+    enum efc_status e = prep_bound(s, sql, a, n, &st);
+    *out = NULL;
+    *n_out = 0;
+    while (e == EFC_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n_out == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            void *g = efc_realloc(*out, nc * elem);
+            if (!g) {
+                e = efc_errf(EFC_ENOMEM, "store: %s", what);
+                break;
+            }
+            *out = g;
+            cap = nc;
+        }
+        char *dst = (char *)*out + (*n_out)++ * elem;
+        memset(dst, 0, elem);
+        row(st, dst);
+    }
+    if (e == EFC_OK && rc != SQLITE_DONE)
+        e = efc_coord_db_err(s, rc, what);
+    sqlite3_finalize(st);
+    if (e != EFC_OK) {
+        efc_free(*out);
+        *out = NULL;
+        *n_out = 0;
+    }
+    return e;
+}
+
 /* ---- round artifacts and the version counter -------------------------------------------- */
 
 enum efc_status efc_coord_store_round_artifact_put(struct efc_coord_store *s,
                                                    const char *round_id, const char *policy,
                                                    const char *sha256)
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_begin(s);
-    if (e != EFC_OK)
-        return e;
-    if ((e = efc_coord_db_prep(s,
-                               "INSERT INTO round_artifacts(round_id, policy, sha256) "
-                               "VALUES(?1, ?2, ?3) ON CONFLICT(round_id, policy) "
-                               "DO UPDATE SET sha256 = excluded.sha256",
-                               &st)) != EFC_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, round_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, sha256, -1, SQLITE_STATIC);
-    if ((e = efc_coord_db_step_done(s, st, "round artifact")) != EFC_OK)
-        goto fail;
-    sqlite3_finalize(st);
-    return efc_coord_db_commit(s);
-fail:
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
-    return e;
+    const struct arg a[] = {A_S(round_id), A_S(policy), A_S(sha256)};
+    return write1(s,
+                  "INSERT INTO round_artifacts(round_id, policy, sha256) VALUES(?1, ?2, ?3) "
+                  "ON CONFLICT(round_id, policy) DO UPDATE SET sha256 = excluded.sha256",
+                  a, N_ARGS(a), "round artifact", NULL);
+}
+
+static void sha_row(sqlite3_stmt *st, void *dst)
+{
+    efc_coord_db_col_text(st, 0, dst, EFC_PROTO_SHA256_HEX);
 }
 
 enum efc_status efc_coord_store_round_artifact_get(struct efc_coord_store *s,
                                                    const char *round_id, const char *policy,
                                                    char sha256[EFC_PROTO_SHA256_HEX])
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_prep(
-        s, "SELECT sha256 FROM round_artifacts WHERE round_id = ?1 AND policy = ?2", &st);
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, round_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, policy, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        efc_coord_db_col_text(st, 0, sha256, EFC_PROTO_SHA256_HEX);
-    else
-        e = rc == SQLITE_DONE ? efc_errf(EFC_ENOTFOUND,
-                                         "store: round %s has no artifact for policy %s",
-                                         round_id, policy)
-                              : efc_coord_db_err(s, rc, "round artifact");
-    sqlite3_finalize(st);
+    const struct arg a[] = {A_S(round_id), A_S(policy)};
+    enum efc_status e = get_one(s,
+                                "SELECT sha256 FROM round_artifacts WHERE round_id = ?1 AND "
+                                "policy = ?2",
+                                a, N_ARGS(a), sha_row, sha256, "round artifact");
+    if (e == EFC_ENOTFOUND)
+        e = efc_errf(EFC_ENOTFOUND, "store: round %s has no artifact for policy %s", round_id,
+                     policy);
     return e;
+}
+
+static void u64_row(sqlite3_stmt *st, void *dst)
+{
+    *(uint64_t *)dst = (uint64_t)sqlite3_column_int64(st, 0);
 }
 
 enum efc_status efc_coord_store_ota_version_next(struct efc_coord_store *s, uint64_t *out)
 {
-    sqlite3_stmt *st = NULL;
     enum efc_status e = efc_coord_db_begin(s);
     if (e != EFC_OK)
         return e;
-    if ((e = efc_coord_db_prep(s,
-                               "UPDATE ota_counter SET version = version + 1 WHERE id = 1 "
-                               "RETURNING version",
-                               &st)) != EFC_OK)
-        goto fail;
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        e = efc_coord_db_err(s, rc, "ota version");
-        goto fail;
+    if ((e = exec_args(s, "UPDATE ota_counter SET version = version + 1 WHERE id = 1", NULL, 0,
+                       "ota version", NULL)) != EFC_OK ||
+        (e = get_one(s, "SELECT version FROM ota_counter WHERE id = 1", NULL, 0, u64_row, out,
+                     "ota version")) != EFC_OK) {
+        efc_coord_db_rollback(s);
+        return e;
     }
-    *out = (uint64_t)sqlite3_column_int64(st, 0);
-    if ((e = efc_coord_db_step_done(s, st, "ota version")) != EFC_OK)
-        goto fail;
-    sqlite3_finalize(st);
     return efc_coord_db_commit(s);
-fail:
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
-    return e;
 }
 
 /* ---- rollouts --------------------------------------------------------------------------- */
@@ -287,8 +376,9 @@ fail:
     "id, class, policy, round_id, sha256, bytes, version, manifest, kind, target, waves, "     \
     "wave, state, reason, gate, created, updated"
 
-static void rollout_row(sqlite3_stmt *st, struct efc_coord_rollout *r)
+static void rollout_row(sqlite3_stmt *st, void *dst)
 {
+    struct efc_coord_rollout *r = dst;
     char buf[32];
     memset(r, 0, sizeof(*r));
     efc_coord_db_col_text(st, 0, r->rollout_id, sizeof(r->rollout_id));
@@ -312,109 +402,50 @@ static void rollout_row(sqlite3_stmt *st, struct efc_coord_rollout *r)
     r->updated_ms = sqlite3_column_int64(st, 16);
 }
 
-/* Rows of a rollout query: one (*out holds it) or all (list). */
-static enum efc_status rollout_query(struct efc_coord_store *s, const char *sql, const char *a1,
-                                     struct efc_coord_rollout **list, size_t *n,
-                                     struct efc_coord_rollout *one, const char *what)
-{
-    sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int rc;
-    enum efc_status e = efc_coord_db_prep(s, sql, &st);
-    if (e != EFC_OK)
-        return e;
-    if (a1)
-        sqlite3_bind_text(st, 1, a1, -1, SQLITE_STATIC);
-    if (list) {
-        *list = NULL;
-        *n = 0;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (one) {
-            rollout_row(st, one);
-            sqlite3_finalize(st);
-            return EFC_OK;
-        }
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 8;
-            struct efc_coord_rollout *g = efc_realloc(*list, nc * sizeof(**list));
-            if (!g) {
-                e = efc_errf(EFC_ENOMEM, "store: %s", what);
-                break;
-            }
-            *list = g;
-            cap = nc;
-        }
-        rollout_row(st, &(*list)[(*n)++]);
-    }
-    if (e == EFC_OK && rc != SQLITE_DONE)
-        e = efc_coord_db_err(s, rc, what);
-    if (e == EFC_OK && one)
-        e = efc_errf(EFC_ENOTFOUND, "store: %s: %s not found", what, a1 ? a1 : "");
-    sqlite3_finalize(st);
-    if (e != EFC_OK && list) {
-        efc_free(*list);
-        *list = NULL;
-        *n = 0;
-    }
-    return e;
-}
-
 enum efc_status efc_coord_store_rollout_get(struct efc_coord_store *s, const char *rollout_id,
                                             struct efc_coord_rollout *out)
 {
-    return rollout_query(s, "SELECT " ROLLOUT_COLS " FROM rollouts WHERE id = ?1", rollout_id,
-                         NULL, NULL, out, "rollout");
+    const struct arg a[] = {A_S(rollout_id)};
+    return get_one(s, "SELECT " ROLLOUT_COLS " FROM rollouts WHERE id = ?1", a, N_ARGS(a),
+                   rollout_row, out, "rollout");
 }
 
 enum efc_status efc_coord_store_rollout_running(struct efc_coord_store *s, const char *hw_class,
                                                 struct efc_coord_rollout *out)
 {
-    return rollout_query(s,
-                         "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND "
-                         "state = 'running' ORDER BY version DESC LIMIT 1",
-                         hw_class, NULL, NULL, out, "running rollout of class");
+    const struct arg a[] = {A_S(hw_class)};
+    return get_one(s,
+                   "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND "
+                   "state = 'running' ORDER BY version DESC LIMIT 1",
+                   a, N_ARGS(a), rollout_row, out, "running rollout of class");
 }
 
 enum efc_status efc_coord_store_rollout_latest(struct efc_coord_store *s, const char *hw_class,
                                                int done_only, uint64_t below_version,
                                                struct efc_coord_rollout *out)
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_prep(
-        s,
-        done_only ? "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND version < ?2 "
-                    "AND state = 'done' ORDER BY version DESC LIMIT 1"
-                  : "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND version < ?2 "
-                    "AND state IN ('done','halted') ORDER BY version DESC LIMIT 1",
-        &st);
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, hw_class, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, below_version > INT64_MAX ? INT64_MAX : (sqlite3_int64)below_version);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        rollout_row(st, out);
-    else
-        e = rc == SQLITE_DONE ? efc_errf(EFC_ENOTFOUND, "store: class %s has no such rollout",
-                                         hw_class)
-                              : efc_coord_db_err(s, rc, "latest rollout");
-    sqlite3_finalize(st);
-    return e;
+    const struct arg a[] = {A_S(hw_class),
+                            A_I(below_version > INT64_MAX ? INT64_MAX : below_version)};
+    return get_one(s,
+                   done_only ? "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND "
+                               "version < ?2 AND state = 'done' ORDER BY version DESC LIMIT 1"
+                             : "SELECT " ROLLOUT_COLS " FROM rollouts WHERE class = ?1 AND "
+                               "version < ?2 AND state IN ('done','halted') "
+                               "ORDER BY version DESC LIMIT 1",
+                   a, N_ARGS(a), rollout_row, out, "earlier rollout of class");
 }
 
 enum efc_status efc_coord_store_rollouts_list(struct efc_coord_store *s,
                                               struct efc_coord_rollout **out, size_t *n)
 {
-    return rollout_query(s, "SELECT " ROLLOUT_COLS " FROM rollouts ORDER BY version DESC", NULL,
-                         out, n, NULL, "rollouts");
+    return get_all(s, "SELECT " ROLLOUT_COLS " FROM rollouts ORDER BY version DESC", NULL, 0,
+                   rollout_row, sizeof(**out), (void **)out, n, "rollouts");
 }
 
 enum efc_status efc_coord_store_rollout_create(struct efc_coord_store *s,
                                                const struct efc_coord_rollout *r,
                                                char *busy_id, size_t busy_len)
 {
-    sqlite3_stmt *st = NULL;
     struct efc_coord_rollout *cur = efc_malloc(sizeof(*cur));
     char *gate = gate_json(&r->gate);
     enum efc_status e;
@@ -424,6 +455,19 @@ enum efc_status efc_coord_store_rollout_create(struct efc_coord_store *s,
         efc_free(gate);
         return efc_errf(EFC_ENOMEM, "store: rollout %s", r->rollout_id);
     }
+    const struct arg a[] = {A_S(r->rollout_id),
+                            A_S(r->hw_class),
+                            A_S(r->policy),
+                            A_S(r->round_id),
+                            A_S(r->sha256),
+                            A_I(r->bytes),
+                            A_I(r->version),
+                            A_S(r->manifest),
+                            A_S(r->kind == EFC_COORD_ROLLOUT_ROLLBACK ? "rollback" : "install"),
+                            A_S(r->target),
+                            A_S(r->waves),
+                            A_S(gate),
+                            A_I(r->created_ms)};
     if ((e = efc_coord_waves_parse(r->waves, NULL)) != EFC_OK ||
         (e = efc_coord_db_begin(s)) != EFC_OK)
         goto out;
@@ -433,44 +477,19 @@ enum efc_status efc_coord_store_rollout_create(struct efc_coord_store *s,
             snprintf(busy_id, busy_len, "%s", cur->rollout_id);
         e = efc_errf(EFC_EBUSY, "store: class %s already has rollout %s running", r->hw_class,
                      cur->rollout_id);
-        goto fail;
+    } else if (e == EFC_ENOTFOUND) {
+        e = exec_args(s,
+                      "INSERT INTO rollouts(" ROLLOUT_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, "
+                      "?7, ?8, ?9, ?10, ?11, 0, 'running', '', ?12, ?13, ?13)",
+                      a, N_ARGS(a), "rollout insert", NULL);
+        if (e == EFC_EPROTO) /* a constraint: the id or the version is taken */
+            e = efc_errf(EFC_EEXIST, "store: rollout %s (or version %llu) exists",
+                         r->rollout_id, (unsigned long long)r->version);
     }
-    if (e != EFC_ENOTFOUND)
-        goto fail;
-    if ((e = efc_coord_db_prep(s,
-                               "INSERT INTO rollouts(" ROLLOUT_COLS ") VALUES(?1, ?2, ?3, ?4, "
-                               "?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 'running', '', ?12, ?13, ?13)",
-                               &st)) != EFC_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, r->rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, r->hw_class, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, r->policy, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, r->round_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, r->sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64)r->bytes);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64)r->version);
-    sqlite3_bind_text(st, 8, r->manifest, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 9, r->kind == EFC_COORD_ROLLOUT_ROLLBACK ? "rollback" : "install", -1,
-                      SQLITE_STATIC);
-    sqlite3_bind_text(st, 10, r->target, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 11, r->waves, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 12, gate, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 13, r->created_ms);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        e = (rc & 0xff) == SQLITE_CONSTRAINT
-                ? efc_errf(EFC_EEXIST, "store: rollout %s (or version %llu) exists",
-                           r->rollout_id, (unsigned long long)r->version)
-                : efc_coord_db_err(s, rc, "rollout insert");
-        goto fail;
-    }
-    sqlite3_finalize(st);
-    st = NULL;
-    e = efc_coord_db_commit(s);
-    goto out;
-fail:
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
+    if (e == EFC_OK)
+        e = efc_coord_db_commit(s);
+    else
+        efc_coord_db_rollback(s);
 out:
     efc_free(cur);
     efc_free(gate);
@@ -481,31 +500,15 @@ enum efc_status efc_coord_store_rollout_update(struct efc_coord_store *s, const 
                                                enum efc_coord_rollout_state state, int32_t wave,
                                                const char *reason, int64_t now_ms)
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_begin(s);
-    if (e != EFC_OK)
-        return e;
-    if ((e = efc_coord_db_prep(s,
+    const struct arg a[] = {A_S(rollout_id), A_S(efc_coord_rollout_state_str(state)), A_I(wave),
+                            A_S(reason ? reason : ""), A_I(now_ms)};
+    int changes = 0;
+    enum efc_status e = write1(s,
                                "UPDATE rollouts SET state = ?2, wave = ?3, reason = ?4, "
                                "updated = ?5 WHERE id = ?1",
-                               &st)) != EFC_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, efc_coord_rollout_state_str(state), -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, wave);
-    sqlite3_bind_text(st, 4, reason ? reason : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, now_ms);
-    if ((e = efc_coord_db_step_done(s, st, "rollout update")) != EFC_OK)
-        goto fail;
-    if (sqlite3_changes(s->db) != 1) {
+                               a, N_ARGS(a), "rollout update", &changes);
+    if (e == EFC_OK && changes != 1)
         e = efc_errf(EFC_ENOTFOUND, "store: rollout %s not found", rollout_id);
-        goto fail;
-    }
-    sqlite3_finalize(st);
-    return efc_coord_db_commit(s);
-fail:
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
     return e;
 }
 
@@ -515,8 +518,9 @@ fail:
     "device_id, wave, ota_id, state, reason, has_labels, eval_total, correct, agree, p50_ms, " \
     "p99_ms, peak_rss_bytes, deadline"
 
-static void rdev_row(sqlite3_stmt *st, struct efc_coord_rdev *d)
+static void rdev_row(sqlite3_stmt *st, void *dst)
 {
+    struct efc_coord_rdev *d = dst;
     char buf[32];
     memset(d, 0, sizeof(*d));
     efc_coord_db_col_text(st, 0, d->device_id, sizeof(d->device_id));
@@ -538,62 +542,15 @@ static void rdev_row(sqlite3_stmt *st, struct efc_coord_rdev *d)
 enum efc_status efc_coord_store_rdev_add(struct efc_coord_store *s, const char *rollout_id,
                                          const struct efc_coord_rdev *d)
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_begin(s);
-    if (e != EFC_OK)
-        return e;
-    if ((e = efc_coord_db_prep(s,
+    const struct arg a[] = {A_S(rollout_id), A_S(d->device_id), A_I(d->wave), A_S(d->ota_id),
+                            A_I(d->deadline_ms)};
+    enum efc_status e = write1(s,
                                "INSERT INTO rollout_devices(rollout_id, " RDEV_COLS ", updated) "
                                "VALUES(?1, ?2, ?3, ?4, 'sent', '', 0, 0, 0, 0, 0, 0, 0, ?5, ?5)",
-                               &st)) != EFC_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, d->device_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, d->wave);
-    sqlite3_bind_text(st, 4, d->ota_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, d->deadline_ms);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        e = (rc & 0xff) == SQLITE_CONSTRAINT
-                ? efc_errf(EFC_EEXIST, "store: device %s already in rollout %s", d->device_id,
-                           rollout_id)
-                : efc_coord_db_err(s, rc, "rollout device insert");
-        goto fail;
-    }
-    sqlite3_finalize(st);
-    return efc_coord_db_commit(s);
-fail:
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
-    return e;
-}
-
-/* device_models <- what the device reports running now. */
-static enum efc_status device_model_put(struct efc_coord_store *s, const char *rollout_id,
-                                        const struct efc_proto_ota_report *r, int64_t now_ms)
-{
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_prep(
-        s,
-        "INSERT INTO device_models(device_id, class, sha256, version, policy, rollout_id, "
-        "updated) SELECT ?1, class, ?2, ?3, ?4, "
-        /* the rollout that installed what runs (versions are unique), else the reporter */
-        "COALESCE((SELECT id FROM rollouts WHERE version = ?3 AND kind = 'install'), ?5), ?6 "
-        "FROM rollouts WHERE id = ?5 "
-        "ON CONFLICT(device_id) DO UPDATE SET class = excluded.class, sha256 = excluded.sha256,"
-        " version = excluded.version, policy = excluded.policy, "
-        "rollout_id = excluded.rollout_id, updated = excluded.updated",
-        &st);
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, r->device_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, r->active_sha256, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)r->active_version);
-    sqlite3_bind_text(st, 4, r->active_policy, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, now_ms);
-    e = efc_coord_db_step_done(s, st, "device model");
-    sqlite3_finalize(st);
+                               a, N_ARGS(a), "rollout device insert", NULL);
+    if (e == EFC_EPROTO)
+        e = efc_errf(EFC_EEXIST, "store: device %s already in rollout %s", d->device_id,
+                     rollout_id);
     return e;
 }
 
@@ -603,259 +560,127 @@ enum efc_status efc_coord_store_rdev_update(struct efc_coord_store *s, const cha
                                             const struct efc_proto_ota_report *r, int64_t now_ms,
                                             int *changed)
 {
-    sqlite3_stmt *st = NULL;
+    static const struct efc_proto_ota_report none;
+    const struct efc_proto_ota_report *m = r ? r : &none;
+    const struct arg a[] = {A_S(rollout_id),       A_S(device_id),
+                            A_S(efc_coord_rdev_state_str(state)),
+                            A_S(reason ? reason : ""), A_I(m->has_labels),
+                            A_I(m->eval_total),    A_I(m->correct),
+                            A_I(m->agree),         A_D(m->p50_ms),
+                            A_D(m->p99_ms),        A_I(m->peak_rss_bytes),
+                            A_I(now_ms)};
+    /* What the device runs now: the rollout that installed that version (versions are
+     * unique), else the reporting one. */
+    const struct arg b[] = {A_S(m->device_id), A_S(m->active_sha256), A_I(m->active_version),
+                            A_S(m->active_policy), A_S(rollout_id), A_I(now_ms)};
     enum efc_status e = efc_coord_db_begin(s);
     *changed = 0;
     if (e != EFC_OK)
         return e;
-    if ((e = efc_coord_db_prep(s,
-                               "UPDATE rollout_devices SET state = ?3, reason = ?4, "
-                               "has_labels = ?5, eval_total = ?6, correct = ?7, agree = ?8, "
-                               "p50_ms = ?9, p99_ms = ?10, peak_rss_bytes = ?11, updated = ?12 "
-                               "WHERE rollout_id = ?1 AND device_id = ?2 AND "
-                               "state IN ('sent','reverting')",
-                               &st)) != EFC_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, efc_coord_rdev_state_str(state), -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, reason ? reason : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 5, r ? r->has_labels : 0);
-    sqlite3_bind_int(st, 6, r ? r->eval_total : 0);
-    sqlite3_bind_int(st, 7, r ? r->correct : 0);
-    sqlite3_bind_int(st, 8, r ? r->agree : 0);
-    sqlite3_bind_double(st, 9, r ? r->p50_ms : 0);
-    sqlite3_bind_double(st, 10, r ? r->p99_ms : 0);
-    sqlite3_bind_int64(st, 11, r ? (sqlite3_int64)r->peak_rss_bytes : 0);
-    sqlite3_bind_int64(st, 12, now_ms);
-    if ((e = efc_coord_db_step_done(s, st, "rollout device update")) != EFC_OK)
-        goto fail;
-    *changed = sqlite3_changes(s->db) == 1;
-    if (*changed && r && r->active_sha256[0] &&
-        (e = device_model_put(s, rollout_id, r, now_ms)) != EFC_OK)
-        goto fail;
-    sqlite3_finalize(st);
+    e = exec_args(s,
+                  "UPDATE rollout_devices SET state = ?3, reason = ?4, has_labels = ?5, "
+                  "eval_total = ?6, correct = ?7, agree = ?8, p50_ms = ?9, p99_ms = ?10, "
+                  "peak_rss_bytes = ?11, updated = ?12 WHERE rollout_id = ?1 AND "
+                  "device_id = ?2 AND state IN ('sent','reverting')",
+                  a, N_ARGS(a), "rollout device update", changed);
+    if (e == EFC_OK && *changed && r && r->active_sha256[0])
+        e = exec_args(s,
+                      "INSERT INTO device_models(device_id, class, sha256, version, policy, "
+                      "rollout_id, updated) SELECT ?1, class, ?2, ?3, ?4, "
+                      "COALESCE((SELECT id FROM rollouts WHERE version = ?3 AND "
+                      "kind = 'install'), ?5), ?6 FROM rollouts WHERE id = ?5 "
+                      "ON CONFLICT(device_id) DO UPDATE SET class = excluded.class, "
+                      "sha256 = excluded.sha256, version = excluded.version, "
+                      "policy = excluded.policy, rollout_id = excluded.rollout_id, "
+                      "updated = excluded.updated",
+                      b, N_ARGS(b), "device model", NULL);
+    if (e != EFC_OK) {
+        *changed = 0;
+        efc_coord_db_rollback(s);
+        return e;
+    }
     return efc_coord_db_commit(s);
-fail:
-    *changed = 0;
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
-    return e;
 }
 
 enum efc_status efc_coord_store_rdev_revert(struct efc_coord_store *s, const char *rollout_id,
                                             const char *device_id, const char *ota_id,
                                             int64_t deadline_ms, int64_t now_ms)
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_begin(s);
-    if (e != EFC_OK)
-        return e;
-    if ((e = efc_coord_db_prep(s,
-                               "UPDATE rollout_devices SET state = 'reverting', ota_id = ?3, "
-                               "deadline = ?4, updated = ?5 "
-                               "WHERE rollout_id = ?1 AND device_id = ?2",
-                               &st)) != EFC_OK)
-        goto fail;
-    sqlite3_bind_text(st, 1, rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, ota_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, deadline_ms);
-    sqlite3_bind_int64(st, 5, now_ms);
-    if ((e = efc_coord_db_step_done(s, st, "rollout device revert")) != EFC_OK)
-        goto fail;
-    sqlite3_finalize(st);
-    return efc_coord_db_commit(s);
-fail:
-    sqlite3_finalize(st);
-    efc_coord_db_rollback(s);
-    return e;
+    const struct arg a[] = {A_S(rollout_id), A_S(device_id), A_S(ota_id), A_I(deadline_ms),
+                            A_I(now_ms)};
+    return write1(s,
+                  "UPDATE rollout_devices SET state = 'reverting', ota_id = ?3, deadline = ?4, "
+                  "updated = ?5 WHERE rollout_id = ?1 AND device_id = ?2",
+                  a, N_ARGS(a), "rollout device revert", NULL);
 }
 
 enum efc_status efc_coord_store_rdevs_list(struct efc_coord_store *s, const char *rollout_id,
                                            struct efc_coord_rdev **out, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int rc;
-    enum efc_status e = efc_coord_db_prep(s,
-                                          "SELECT " RDEV_COLS " FROM rollout_devices WHERE "
-                                          "rollout_id = ?1 ORDER BY wave, device_id",
-                                          &st);
-    *out = NULL;
-    *n = 0;
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, rollout_id, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            struct efc_coord_rdev *g = efc_realloc(*out, nc * sizeof(**out));
-            if (!g) {
-                e = efc_errf(EFC_ENOMEM, "store: rollout devices");
-                break;
-            }
-            *out = g;
-            cap = nc;
-        }
-        rdev_row(st, &(*out)[(*n)++]);
-    }
-    if (e == EFC_OK && rc != SQLITE_DONE)
-        e = efc_coord_db_err(s, rc, "rollout devices");
-    sqlite3_finalize(st);
-    if (e != EFC_OK) {
-        efc_free(*out);
-        *out = NULL;
-        *n = 0;
-    }
-    return e;
+    const struct arg a[] = {A_S(rollout_id)};
+    return get_all(s,
+                   "SELECT " RDEV_COLS " FROM rollout_devices WHERE rollout_id = ?1 "
+                   "ORDER BY wave, device_id",
+                   a, N_ARGS(a), rdev_row, sizeof(**out), (void **)out, n, "rollout devices");
 }
 
 enum efc_status efc_coord_store_rdev_get(struct efc_coord_store *s, const char *rollout_id,
                                          const char *device_id, struct efc_coord_rdev *out)
 {
-    sqlite3_stmt *st = NULL;
-    enum efc_status e = efc_coord_db_prep(s,
-                                          "SELECT " RDEV_COLS " FROM rollout_devices WHERE "
-                                          "rollout_id = ?1 AND device_id = ?2",
-                                          &st);
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, rollout_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, device_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        rdev_row(st, out);
-    else
-        e = rc == SQLITE_DONE ? efc_errf(EFC_ENOTFOUND, "store: device %s is not in rollout %s",
-                                         device_id, rollout_id)
-                              : efc_coord_db_err(s, rc, "rollout device");
-    sqlite3_finalize(st);
-    return e;
+    const struct arg a[] = {A_S(device_id), A_S(rollout_id)};
+    return get_one(s,
+                   "SELECT " RDEV_COLS " FROM rollout_devices WHERE rollout_id = ?2 AND "
+                   "device_id = ?1",
+                   a, N_ARGS(a), rdev_row, out, "rollout device");
+}
+
+static void device_model_row(sqlite3_stmt *st, void *dst)
+{
+    struct efc_coord_device_model *m = dst;
+    efc_coord_db_col_text(st, 0, m->device_id, sizeof(m->device_id));
+    efc_coord_db_col_text(st, 1, m->hw_class, sizeof(m->hw_class));
+    efc_coord_db_col_text(st, 2, m->sha256, sizeof(m->sha256));
+    m->version = (uint64_t)sqlite3_column_int64(st, 3);
+    efc_coord_db_col_text(st, 4, m->policy, sizeof(m->policy));
+    efc_coord_db_col_text(st, 5, m->rollout_id, sizeof(m->rollout_id));
 }
 
 enum efc_status efc_coord_store_device_models(struct efc_coord_store *s,
                                               struct efc_coord_device_model **out, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int rc;
-    enum efc_status e = efc_coord_db_prep(s,
-                                          "SELECT device_id, class, sha256, version, policy, "
-                                          "rollout_id FROM device_models "
-                                          "ORDER BY class, device_id",
-                                          &st);
-    *out = NULL;
-    *n = 0;
-    if (e != EFC_OK)
-        return e;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            struct efc_coord_device_model *g = efc_realloc(*out, nc * sizeof(**out));
-            if (!g) {
-                e = efc_errf(EFC_ENOMEM, "store: device models");
-                break;
-            }
-            *out = g;
-            cap = nc;
-        }
-        struct efc_coord_device_model *m = &(*out)[(*n)++];
-        memset(m, 0, sizeof(*m));
-        efc_coord_db_col_text(st, 0, m->device_id, sizeof(m->device_id));
-        efc_coord_db_col_text(st, 1, m->hw_class, sizeof(m->hw_class));
-        efc_coord_db_col_text(st, 2, m->sha256, sizeof(m->sha256));
-        m->version = (uint64_t)sqlite3_column_int64(st, 3);
-        efc_coord_db_col_text(st, 4, m->policy, sizeof(m->policy));
-        efc_coord_db_col_text(st, 5, m->rollout_id, sizeof(m->rollout_id));
-    }
-    if (e == EFC_OK && rc != SQLITE_DONE)
-        e = efc_coord_db_err(s, rc, "device models");
-    sqlite3_finalize(st);
-    if (e != EFC_OK) {
-        efc_free(*out);
-        *out = NULL;
-        *n = 0;
-    }
-    return e;
+    return get_all(s,
+                   "SELECT device_id, class, sha256, version, policy, rollout_id FROM "
+                   "device_models ORDER BY class, device_id",
+                   NULL, 0, device_model_row, sizeof(**out), (void **)out, n, "device models");
+}
+
+static void id_row(sqlite3_stmt *st, void *dst)
+{
+    efc_coord_db_col_text(st, 0, dst, EFC_PROTO_ID_MAX);
 }
 
 enum efc_status efc_coord_store_class_devices(struct efc_coord_store *s, const char *hw_class,
                                               char (**ids)[EFC_PROTO_ID_MAX], size_t *n)
 {
-    sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int rc;
-    enum efc_status e = efc_coord_db_prep(s,
-                                          "SELECT id FROM devices WHERE class = ?1 AND "
-                                          "online = 1 ORDER BY id",
-                                          &st);
-    *ids = NULL;
-    *n = 0;
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, hw_class, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            char(*g)[EFC_PROTO_ID_MAX] = efc_realloc(*ids, nc * sizeof(**ids));
-            if (!g) {
-                e = efc_errf(EFC_ENOMEM, "store: class devices");
-                break;
-            }
-            *ids = g;
-            cap = nc;
-        }
-        efc_coord_db_col_text(st, 0, (*ids)[(*n)++], EFC_PROTO_ID_MAX);
-    }
-    if (e == EFC_OK && rc != SQLITE_DONE)
-        e = efc_coord_db_err(s, rc, "class devices");
-    sqlite3_finalize(st);
-    if (e != EFC_OK) {
-        efc_free(*ids);
-        *ids = NULL;
-        *n = 0;
-    }
-    return e;
+    const struct arg a[] = {A_S(hw_class)};
+    return get_all(s, "SELECT id FROM devices WHERE class = ?1 AND online = 1 ORDER BY id", a,
+                   N_ARGS(a), id_row, sizeof(**ids), (void **)ids, n, "class devices");
+}
+
+static void class_policy_row(sqlite3_stmt *st, void *dst)
+{
+    struct efc_coord_class_policy *cp = dst;
+    efc_coord_db_col_text(st, 0, cp->hw_class, sizeof(cp->hw_class));
+    efc_coord_db_col_text(st, 1, cp->policy, sizeof(cp->policy));
 }
 
 enum efc_status efc_coord_store_selections_list(struct efc_coord_store *s, const char *round_id,
                                                 struct efc_coord_class_policy **out, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int rc;
-    enum efc_status e = efc_coord_db_prep(s,
-                                          "SELECT class, policy FROM selections WHERE "
-                                          "round_id = ?1 AND policy IS NOT NULL ORDER BY class",
-                                          &st);
-    *out = NULL;
-    *n = 0;
-    if (e != EFC_OK)
-        return e;
-    sqlite3_bind_text(st, 1, round_id, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 8;
-            struct efc_coord_class_policy *g = efc_realloc(*out, nc * sizeof(**out));
-            if (!g) {
-                e = efc_errf(EFC_ENOMEM, "store: selections");
-                break;
-            }
-            *out = g;
-            cap = nc;
-        }
-        struct efc_coord_class_policy *cp = &(*out)[(*n)++];
-        efc_coord_db_col_text(st, 0, cp->hw_class, sizeof(cp->hw_class));
-        efc_coord_db_col_text(st, 1, cp->policy, sizeof(cp->policy));
-    }
-    if (e == EFC_OK && rc != SQLITE_DONE)
-        e = efc_coord_db_err(s, rc, "selections");
-    sqlite3_finalize(st);
-    if (e != EFC_OK) {
-        efc_free(*out);
-        *out = NULL;
-        *n = 0;
-    }
-    return e;
+    const struct arg a[] = {A_S(round_id)};
+    return get_all(s,
+                   "SELECT class, policy FROM selections WHERE round_id = ?1 AND "
+                   "policy IS NOT NULL ORDER BY class",
+                   a, N_ARGS(a), class_policy_row, sizeof(**out), (void **)out, n,
+                   "selections");
 }
