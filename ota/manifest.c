@@ -734,6 +734,17 @@ enum efc_status efc_manifest_verify(const char *json, size_t len,
         snprintf(what, sizeof(what), "%zu bytes (limit %u)", len, EFC_MANIFEST_MAX_BYTES);
         return refuse(why, EFC_MANIFEST_MALFORMED, EFC_EPROTO, what);
     }
+    /* A NUL byte, or a "\u0000" escape (cJSON decodes it into a NUL that silently cuts the
+     * C string short), would let the text others read differ from the fields verified. */
+    if (memchr(json, '\0', len))
+        return refuse(why, EFC_MANIFEST_MALFORMED, EFC_EPROTO, "NUL byte in the manifest");
+    for (size_t i = 0; i + 5 < len; i++)
+        if (json[i] == '\\') {
+            if (json[i + 1] == 'u' && memcmp(json + i + 2, "0000", 4) == 0)
+                return refuse(why, EFC_MANIFEST_BAD_VALUE, EFC_EPROTO,
+                              "\\u0000 escape in a string");
+            i++; /* the escaped character */
+        }
     /* cJSON's require_null_terminated wants the NUL inside len; check the tail ourselves */
     root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root)

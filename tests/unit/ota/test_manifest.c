@@ -543,6 +543,23 @@ static void test_malformed(void **state)
     assert_int_equal(verify_str(pad), EFC_MANIFEST_MALFORMED);
     efc_free(pad);
     assert_int_equal(verify_str("{}"), EFC_MANIFEST_MISSING_FIELD);
+    /* a \u0000 escape would cut the C string short: the verified field would differ from
+     * the text anyone else reads (found by fuzz_manifest); a raw NUL byte likewise */
+    t = replace(json, "\"lenet5-fmnist\"", "\"lenet5-fmnist\\u0000evil\"");
+    assert_int_equal(verify_str(t), EFC_MANIFEST_BAD_VALUE);
+    efc_free(t);
+    t = replace(json, "\"lenet5-fmnist\"", "\"lenet5-fmnist\\\\u0000\""); /* escaped "\" */
+    assert_int_not_equal(verify_str(t), EFC_MANIFEST_BAD_VALUE);
+    efc_free(t);
+    {
+        size_t n = strlen(json);
+        char *z = efc_malloc(n);
+        memcpy(z, json, n);
+        z[n / 2] = '\0';
+        assert_int_equal(verify(z, n, &(struct efc_manifest_policy){.trusted = trust_a}, NULL),
+                         EFC_MANIFEST_MALFORMED);
+        efc_free(z);
+    }
 
     /* each field: missing, duplicated, wrong type */
     static const char *const fields[] = {"format",  "artifact_sha256", "artifact_bytes", "model_id",
