@@ -36,6 +36,8 @@
 
 #define N_BYTES 150001u
 #define RUN_LIMIT_NS (20ull * 1000000000ull) /* a test download never takes this long */
+
+#include "fetch_test.h"
 #define PYTHON "/usr/bin/python3"            /* the pyenv shim on PATH may be another one */
 #define OPENSSL "/usr/bin/openssl"
 
@@ -52,20 +54,7 @@ static int g_server_stdin = -1; /* closing it ends the server */
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int write_file(const char *path, const void *p, size_t n)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int ok = fd >= 0 && write(fd, p, n) == (ssize_t)n;
-    if (fd >= 0)
-        close(fd);
-    return ok ? 0 : -1;
-}
 
-static int exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
 
 static void in_dir(char *out, size_t n, const char *name)
 {
@@ -331,30 +320,6 @@ static void url_at(char *out, size_t n, const char *scheme_host, int port, const
     snprintf(out, n, "%s:%d%s", scheme_host, port, path);
 }
 
-/* Download with the given options (step timeout 20 ms); the status, the detail in
- * efc_err_detail(). */
-static enum efc_status fetch_opts(const struct efc_agent_fetch_url_opts *o,
-                                  struct efc_agent_fetch_url_stats *s)
-{
-    struct efc_agent_fetch_url *f = NULL;
-    uint64_t t0 = efc_time_ns();
-    enum efc_status st;
-    int done = 0;
-
-    memset(s, 0, sizeof(*s));
-    st = efc_agent_fetch_url_start(o, &f);
-    if (st != EFC_OK) {
-        assert_null(f);
-        return st;
-    }
-    while (!done) {
-        st = efc_agent_fetch_url_step(f, 20, &done);
-        assert_true(efc_time_ns() - t0 < RUN_LIMIT_NS);
-    }
-    efc_agent_fetch_url_stats(f, s);
-    efc_agent_fetch_url_free(f);
-    return st;
-}
 
 static enum efc_status fetch(const char *url, const char *ca, const char *sha,
                              struct efc_agent_fetch_url_stats *s)
@@ -367,11 +332,6 @@ static enum efc_status fetch(const char *url, const char *ca, const char *sha,
     return fetch_opts(&o, s);
 }
 
-static void assert_detail_has(const char *what)
-{
-    if (!strstr(efc_err_detail(), what))
-        fail_msg("detail \"%s\" lacks \"%s\"", efc_err_detail(), what);
-}
 
 /* ---- tests --------------------------------------------------------------------------------- */
 

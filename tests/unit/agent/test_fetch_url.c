@@ -43,6 +43,8 @@
 #define CUT_BYTES 1000u
 #define RUN_LIMIT_NS (20ull * 1000000000ull) /* a test download never takes this long */
 
+#include "fetch_test.h"
+
 static char g_dir[64];
 static char g_src[128];  /* the artifact, served as file://g_src */
 static char g_dest[128]; /* where every test downloads to */
@@ -284,14 +286,6 @@ static int server_start(void)
 
 /* ---- fixtures ------------------------------------------------------------------------------ */
 
-static int write_file(const char *path, const void *p, size_t n)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int ok = fd >= 0 && write(fd, p, n) == (ssize_t)n;
-    if (fd >= 0)
-        close(fd);
-    return ok ? 0 : -1;
-}
 
 static int setup(void **state)
 {
@@ -361,11 +355,6 @@ static int clean(void **state)
     return 0;
 }
 
-static int exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
 
 /* 1 if g_dest holds exactly `data` (N_BYTES), with mode 0644. */
 static int dest_is(const uint8_t *data)
@@ -410,30 +399,6 @@ static void http_url(char *out, size_t n, const char *path)
     snprintf(out, n, "http://127.0.0.1:%d%s", g_port, path);
 }
 
-/* Download url into g_dest (step timeout 20 ms) and return the final status; the detail stays
- * in efc_err_detail(). */
-static enum efc_status fetch_opts(const struct efc_agent_fetch_url_opts *o,
-                                  struct efc_agent_fetch_url_stats *s)
-{
-    struct efc_agent_fetch_url *f = NULL;
-    uint64_t t0 = efc_time_ns();
-    enum efc_status st;
-    int done = 0;
-
-    memset(s, 0, sizeof(*s));
-    st = efc_agent_fetch_url_start(o, &f);
-    if (st != EFC_OK) {
-        assert_null(f);
-        return st;
-    }
-    while (!done) {
-        st = efc_agent_fetch_url_step(f, 20, &done);
-        assert_true(efc_time_ns() - t0 < RUN_LIMIT_NS);
-    }
-    efc_agent_fetch_url_stats(f, s);
-    efc_agent_fetch_url_free(f);
-    return st;
-}
 
 static enum efc_status fetch(const char *url, uint64_t expected, const char *sha,
                              struct efc_agent_fetch_url_stats *s)
@@ -443,11 +408,6 @@ static enum efc_status fetch(const char *url, uint64_t expected, const char *sha
     return fetch_opts(&o, s);
 }
 
-static void assert_detail_has(const char *what)
-{
-    if (!strstr(efc_err_detail(), what))
-        fail_msg("detail \"%s\" lacks \"%s\"", efc_err_detail(), what);
-}
 
 /* ---- file:// -------------------------------------------------------------------------------- */
 
