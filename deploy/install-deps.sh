@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libopenblas-dev libmosquitto-dev mosquitto mosquitto-clients libmbedtls-dev
       libcurl4-openssl-dev libcjson-dev libsqlite3-dev zlib1g-dev libzstd-dev libcmocka-dev
-      dataset-fashion-mnist protobuf-c-compiler libprotobuf-c-dev libonnx-dev)
+      dataset-fashion-mnist protobuf-c-compiler libprotobuf-c-dev libonnx-dev
+      openssl) # the CLI: deploy/pki.sh makes the development PKI (TLS tests, docs/security.md)
 if [[ "${1:-}" == "--test" ]]; then
     # clang + its sanitizer runtimes build the libFuzzer targets
     pkgs+=(clang libclang-rt-14-dev)

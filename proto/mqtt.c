@@ -7,10 +7,12 @@
 #include "proto/mqtt.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +25,14 @@
 #include "common/efc_time.h"
 
 #define MOD "mqtt"
+
+#define MQTT_PORT 1883
+#define MQTTS_PORT 8883 /* IANA "secure-mqtt" */
+/* mosquitto_tls_opts_set's cert_reqs takes OpenSSL's SSL_VERIFY_PEER (1); the value is fixed
+ * by the libmosquitto API docs, so no OpenSSL header is needed here. */
+#define TLS_VERIFY_PEER 1
+/* libmosquitto's minimum: TLS 1.2 or newer (1.3 when both ends have it). */
+#define TLS_MIN_VERSION "tlsv1.2"
 
 enum mqtt_state { ST_IDLE = 0, ST_CONNECTING, ST_UP, ST_WAIT };
 
@@ -52,8 +62,12 @@ struct efc_mqtt {
     int ev_refused; /* CONNACK with a failure code */
     int freeing;
     int inflight;
-    uint64_t n_events;   /* messages received + publishes completed (drain progress) */
-    uint64_t n_pending;  /* publishes accepted by libmosquitto, not yet completed */
+    uint64_t n_events;  /* messages received + publishes completed (drain progress) */
+    uint64_t n_pending; /* publishes accepted by libmosquitto, not yet completed */
+    int tls;            /* mutual TLS configured */
+    /* libmosquitto's first error log line of the current attempt (TLS: the OpenSSL reason,
+     * e.g. "certificate verify failed"), added to the retry log line. */
+    char last_err[200];
 
     struct mqtt_sub *subs;
     size_t n_subs, cap_subs;
@@ -90,18 +104,27 @@ uint32_t efc_mqtt_backoff_ms(unsigned attempt, uint64_t rnd)
     return (uint32_t)v;
 }
 
-enum efc_status efc_mqtt_url_parse(const char *url, char *host, size_t host_cap, int *port)
+/* efc_mqtt_url_parse, also telling whether the scheme was mqtts (*tls = 1). */
+static enum efc_status url_parse(const char *url, char *host, size_t host_cap, int *port, int *tls)
 {
     if (!url || !host || host_cap == 0 || !port) {
         return efc_errf(EFC_EINVAL, "mqtt url: NULL argument");
     }
     const char *p;
+    long pv;
     if (strncmp(url, "mqtt://", 7) == 0) {
         p = url + 7;
+        pv = MQTT_PORT;
+        *tls = 0;
     } else if (strncmp(url, "mqtts://", 8) == 0) {
-        return efc_errf(EFC_EUNSUPPORTED, "mqtt url '%s': mqtts (TLS) is not supported yet", url);
+        p = url + 8;
+        pv = MQTTS_PORT;
+        *tls = 1;
     } else {
-        return efc_errf(EFC_EINVAL, "mqtt url '%s': expected mqtt://host[:port]", url);
+        return efc_errf(EFC_EINVAL,
+                        "mqtt url '%s': expected mqtt://host[:port] or "
+                        "mqtts://host[:port]",
+                        url);
     }
     const char *h0, *h1, *rest;
     if (*p == '[') {
@@ -131,7 +154,6 @@ enum efc_status efc_mqtt_url_parse(const char *url, char *host, size_t host_cap,
             return efc_errf(EFC_EINVAL, "mqtt url '%s': invalid character in host", url);
         }
     }
-    long pv = 1883;
     if (*rest == ':') {
         const char *d = rest + 1;
         if (*d < '0' || *d > '9') {
@@ -162,7 +184,91 @@ enum efc_status efc_mqtt_url_parse(const char *url, char *host, size_t host_cap,
     return EFC_OK;
 }
 
+enum efc_status efc_mqtt_url_parse(const char *url, char *host, size_t host_cap, int *port)
+{
+    int tls;
+    return url_parse(url, host, host_cap, port, &tls);
+}
+
+/* A TLS file option must name a non-empty regular file this process can open: checked once
+ * here so a typo fails start-up with the file's name, instead of every connect attempt failing
+ * later with libmosquitto's "A TLS error occurred". */
+static enum efc_status tls_file_check(const char *what, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        return efc_errf(EFC_EINVAL, "mqtt: %s '%s': %s", what, path, strerror(errno));
+    }
+    struct stat sb;
+    int rc = fstat(fd, &sb);
+    int e = errno;
+    close(fd);
+    if (rc != 0) {
+        return efc_errf(EFC_EINVAL, "mqtt: %s '%s': %s", what, path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        return efc_errf(EFC_EINVAL, "mqtt: %s '%s': not a regular file", what, path);
+    }
+    if (sb.st_size == 0) {
+        return efc_errf(EFC_EINVAL, "mqtt: %s '%s': empty file", what, path);
+    }
+    if (strcmp(what, "tls_key") == 0 && (sb.st_mode & 077) != 0) {
+        /* Not fatal (a deployment may use group-readable keys on purpose), but deploy/pki.sh
+         * makes keys 0600 and RELIABILITY.md G6 expects that. */
+        efc_log(EFC_LOG_WARN, MOD, "tls_key '%s' is readable by group or others (mode %03o)", path,
+                (unsigned)(sb.st_mode & 0777));
+    }
+    return EFC_OK;
+}
+
+/* Validate the TLS options: all three or none; mqtts:// needs them. *on = 1 for mutual TLS. */
+static enum efc_status tls_opts_check(const struct efc_mqtt_opts *o, int scheme_tls, int *on)
+{
+    int n = (o->tls_ca != NULL) + (o->tls_cert != NULL) + (o->tls_key != NULL);
+    *on = 0;
+    if (n == 0) {
+        if (scheme_tls) {
+            return efc_errf(EFC_EINVAL,
+                            "mqtt url '%s': mqtts needs tls_ca, tls_cert and "
+                            "tls_key (mutual TLS)",
+                            o->url);
+        }
+        return EFC_OK;
+    }
+    if (n != 3) {
+        return efc_errf(EFC_EINVAL,
+                        "mqtt: TLS needs tls_ca, tls_cert and tls_key together; "
+                        "missing:%s%s%s",
+                        o->tls_ca ? "" : " tls_ca", o->tls_cert ? "" : " tls_cert",
+                        o->tls_key ? "" : " tls_key");
+    }
+    enum efc_status st = tls_file_check("tls_ca", o->tls_ca);
+    if (st == EFC_OK) {
+        st = tls_file_check("tls_cert", o->tls_cert);
+    }
+    if (st == EFC_OK) {
+        st = tls_file_check("tls_key", o->tls_key);
+    }
+    if (st == EFC_OK) {
+        *on = 1;
+    }
+    return st;
+}
+
 /* ---- libmosquitto callbacks: record only ---------------------------------------------- */
+
+/* Installed only while a TLS connection is being set up (libmosquitto formats every log line,
+ * per packet too, once a log callback is set): keeps the first error, which for a TLS failure
+ * names the OpenSSL reason ("certificate verify failed", "tlsv1 alert unknown ca"). */
+static void cb_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+    (void)mosq;
+    struct efc_mqtt *m = obj;
+    if (!str || !(level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) || m->last_err[0]) {
+        return; /* the first error names the cause; OpenSSL's later lines are its stack */
+    }
+    snprintf(m->last_err, sizeof(m->last_err), "%s", str);
+}
 
 static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
                        const mosquitto_property *props)
@@ -179,7 +285,11 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
     }
     m->state = ST_UP;
     m->attempt = 0;
-    efc_log(EFC_LOG_INFO, MOD, "%s: connected to %s:%d%s", who(m), m->host, m->port,
+    if (m->tls) {
+        mosquitto_log_callback_set(m->mosq, NULL);
+    }
+    efc_log(EFC_LOG_INFO, MOD, "%s: connected to %s:%d%s%s", who(m), m->host, m->port,
+            m->tls ? " over TLS (broker certificate verified, client certificate sent)" : "",
             (flags & 1) ? " (session present)" : "");
     for (size_t i = 0; i < m->n_subs; i++) {
         int src =
@@ -246,6 +356,24 @@ static const char *reason_str(int rc)
     return mosquitto_strerror(rc);
 }
 
+/* Why an attempt failed: libmosquitto's code, and with TLS its first error line (the OpenSSL
+ * reason), so a wrong CA or a refused certificate is named in the retry line. */
+static void attempt_why(const struct efc_mqtt *m, int rc, char *why, size_t cap)
+{
+    if (m->tls && m->last_err[0]) {
+        snprintf(why, cap, "%s; %s", reason_str(rc), m->last_err);
+    } else if (m->tls && rc == MOSQ_ERR_CONN_LOST) {
+        /* A broker that rejects the client certificate under TLS 1.3 closes the connection
+         * after the handshake: libmosquitto sees only a lost connection. */
+        snprintf(why, cap,
+                 "%s (over TLS: the broker may have refused this client's "
+                 "certificate)",
+                 reason_str(rc));
+    } else {
+        snprintf(why, cap, "%s", reason_str(rc));
+    }
+}
+
 static void schedule_retry(struct efc_mqtt *m, const char *why)
 {
     uint32_t ms = efc_mqtt_backoff_ms(m->attempt, efc_rng_u64(&m->rng));
@@ -264,6 +392,10 @@ static int start_attempt(struct efc_mqtt *m)
     int rc;
     m->ev_lost = 0;
     m->ev_refused = 0;
+    m->last_err[0] = '\0';
+    if (m->tls) {
+        mosquitto_log_callback_set(m->mosq, cb_log);
+    }
     errno = 0;
     if (m->session_expiry_s > 0) {
         mosquitto_property *props = NULL;
@@ -300,8 +432,12 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *o, struct efc_mqtt **ou
     }
     *out = NULL;
     char host[EFC_MQTT_HOST_MAX];
-    int port = 0;
-    enum efc_status st = efc_mqtt_url_parse(o->url, host, sizeof(host), &port);
+    int port = 0, scheme_tls = 0, tls = 0;
+    enum efc_status st = url_parse(o->url, host, sizeof(host), &port, &scheme_tls);
+    if (st != EFC_OK) {
+        return st;
+    }
+    st = tls_opts_check(o, scheme_tls, &tls);
     if (st != EFC_OK) {
         return st;
     }
@@ -337,6 +473,7 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *o, struct efc_mqtt **ou
     }
     memcpy(m->host, host, sizeof(host));
     m->port = port;
+    m->tls = tls;
     m->keepalive_s = keepalive;
     m->session_expiry_s = o->session_expiry_s;
     m->on_connect = o->on_connect;
@@ -366,6 +503,20 @@ enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *o, struct efc_mqtt **ou
     if (rc == MOSQ_ERR_SUCCESS && o->will_topic) {
         rc = mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len, o->will_payload,
                                    o->will_qos, o->will_retain ? true : false, NULL);
+    }
+    if (rc == MOSQ_ERR_SUCCESS && tls) {
+        /* Peer verification on, host name checked against the broker certificate (never
+         * mosquitto_tls_insecure_set): a client must not talk to a broker it cannot identify. */
+        rc = mosquitto_tls_set(m->mosq, o->tls_ca, NULL, o->tls_cert, o->tls_key, NULL);
+        if (rc == MOSQ_ERR_SUCCESS) {
+            rc = mosquitto_tls_opts_set(m->mosq, TLS_VERIFY_PEER, TLS_MIN_VERSION, NULL);
+        }
+        if (rc != MOSQ_ERR_SUCCESS) {
+            efc_mqtt_free(m);
+            return efc_errf(rc == MOSQ_ERR_NOMEM ? EFC_ENOMEM : EFC_EINVAL,
+                            "mqtt: TLS setup (ca '%s', cert '%s', key '%s'): %s", o->tls_ca,
+                            o->tls_cert, o->tls_key, mosquitto_strerror(rc));
+        }
     }
     if (rc != MOSQ_ERR_SUCCESS) {
         efc_mqtt_free(m);
@@ -397,7 +548,9 @@ enum efc_status efc_mqtt_connect(struct efc_mqtt *m)
                         mosquitto_strerror(rc));
     }
     if (rc != MOSQ_ERR_SUCCESS) {
-        schedule_retry(m, reason_str(rc)); /* refused, unreachable, DNS: the loop retries */
+        char why[320];
+        attempt_why(m, rc, why, sizeof(why));
+        schedule_retry(m, why); /* refused, unreachable, DNS, TLS: the loop retries */
     }
     return EFC_OK;
 }
@@ -419,12 +572,12 @@ static void after_io(struct efc_mqtt *m, int rc)
         return;
     }
     if (m->state == ST_CONNECTING) {
-        char why[128];
+        char why[320];
         if (m->ev_refused) {
             snprintf(why, sizeof(why), "refused by broker: %s",
                      mosquitto_reason_string(m->ev_refused));
         } else if (m->ev_lost || rc != MOSQ_ERR_SUCCESS) {
-            snprintf(why, sizeof(why), "%s", reason_str(m->ev_lost ? m->ev_lost_rc : rc));
+            attempt_why(m, m->ev_lost ? m->ev_lost_rc : rc, why, sizeof(why));
         } else if (efc_time_ns() >= m->deadline_ns) {
             snprintf(why, sizeof(why), "no CONNACK within %d s", m->keepalive_s);
         } else {
@@ -454,7 +607,9 @@ enum efc_status efc_mqtt_loop(struct efc_mqtt *m, int timeout_ms)
         }
         int rc = start_attempt(m);
         if (rc != MOSQ_ERR_SUCCESS) {
-            schedule_retry(m, reason_str(rc));
+            char why[320];
+            attempt_why(m, rc, why, sizeof(why));
+            schedule_retry(m, why);
         }
         return EFC_OK;
     }

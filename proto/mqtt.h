@@ -1,6 +1,7 @@
 /* mqtt.h — a thin MQTT v5 client over libmosquitto for efc-agent and efc-coordinator.
  *
- * Owns one broker connection: URL parsing ("mqtt://host:port"), MQTT v5 CONNECT with an
+ * Owns one broker connection: URL parsing ("mqtt://host:port", "mqtts://host:port"), optional
+ * mutual TLS (docs/security.md), MQTT v5 CONNECT with an
  * optional last-will, a subscription list that is re-sent after every reconnect, publishing
  * with an optional message-expiry, and reconnection with jittered exponential backoff
  * (0.5 s doubling to 30 s, CLOCK_MONOTONIC). The caller's thread owns the loop: call
@@ -32,7 +33,9 @@
 struct efc_mqtt;
 
 struct efc_mqtt_opts {
-    const char *url;        /* "mqtt://host[:port]" (port defaults to 1883); mqtts: later */
+    /* "mqtt://host[:port]" (port defaults to 1883) or "mqtts://host[:port]" (8883; needs the
+     * three tls_ options). TLS with "mqtt://" works too: the port is then given explicitly. */
+    const char *url;
     const char *client_id;  /* NULL: the broker assigns one (requires clean_start) */
     int keepalive_s;        /* 0: EFC_MQTT_DEFAULT_KEEPALIVE_S; else 5 .. 65535 */
     const char *will_topic; /* NULL: no will */
@@ -57,18 +60,24 @@ struct efc_mqtt_opts {
     /* TLS (docs/security.md): all three set = mutual TLS with the broker; all NULL = plain
      * TCP. tls_ca: CA certificate file (PEM) the broker's certificate must chain to (peer
      * and host name verification are never turned off); tls_cert / tls_key: this client's
-     * certificate and unencrypted private key (PEM). Only some set: EFC_EINVAL. */
+     * certificate and unencrypted private key (PEM). Only some set: EFC_EINVAL. Each must be
+     * a non-empty regular file this process can open, checked by efc_mqtt_new (EFC_EINVAL
+     * naming the file); a key readable by group or others is logged as a warning. With TLS,
+     * the "connected" log line says so, and a failed handshake (wrong CA, certificate refused
+     * by the broker) is logged with libmosquitto's reason and retried with the backoff. */
     const char *tls_ca;
     const char *tls_cert;
     const char *tls_key;
 };
 
-/* Parse "mqtt://host[:port]" ("[v6addr]" accepted). host gets host_cap bytes (NUL-terminated).
- * EFC_EINVAL with a detail for a malformed URL; EFC_EUNSUPPORTED for "mqtts://". */
+/* Parse "mqtt://host[:port]" or "mqtts://host[:port]" ("[v6addr]" accepted; default port 1883
+ * and 8883). host gets host_cap bytes (NUL-terminated). EFC_EINVAL with a detail for a
+ * malformed URL or another scheme. */
 enum efc_status efc_mqtt_url_parse(const char *url, char *host, size_t host_cap, int *port);
 
 /* Validate opts and create the client (not yet connected). EFC_EINVAL with a detail for a bad
- * URL or option; EFC_ENOMEM. *out is freed with efc_mqtt_free. */
+ * URL or option (partial TLS options, an unreadable TLS file, mqtts without TLS options);
+ * EFC_ENOMEM. *out is freed with efc_mqtt_free. */
 enum efc_status efc_mqtt_new(const struct efc_mqtt_opts *opts, struct efc_mqtt **out);
 
 /* Start connecting (non-blocking, see the limits above). A refused or unreachable broker is

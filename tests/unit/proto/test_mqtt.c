@@ -1,10 +1,12 @@
-/* test_mqtt.c — the MQTT v5 client (proto/mqtt.h). Always: URL parsing and its errors, option
- * validation, the backoff schedule's bounds and jitter, and offline behaviour (publish while
- * disconnected -> EFC_ENET, a refused broker is retried without blocking longer than the loop
- * timeout). With EFC_TEST_BROKER_PORT set (tests/integration/mqtt_client.sh starts mosquitto):
- * wildcard subscription + QoS 1 publish/receive, a retained message for a late subscriber,
- * message expiry (expiry 1 s gone after 2 s, a control without expiry still there), the last
- * will of a SIGKILLed child (retained), no will after efc_mqtt_free, a persistent session
+/* test_mqtt.c — the MQTT v5 client (proto/mqtt.h). Always: URL parsing (mqtt and mqtts) and its
+ * errors, option validation (TLS: partial options, missing / non-regular / empty files, mqtts
+ * without TLS options), a TLS client whose certificate OpenSSL cannot load (each attempt logged
+ * with the reason and retried), the backoff schedule's bounds and jitter, and offline behaviour
+ * (publish while disconnected -> EFC_ENET, a refused broker is retried without blocking longer than
+ * the loop timeout). With EFC_TEST_BROKER_PORT set (tests/integration/mqtt_client.sh starts
+ * mosquitto): wildcard subscription + QoS 1 publish/receive, a retained message for a late
+ * subscriber, message expiry (expiry 1 s gone after 2 s, a control without expiry still there), the
+ * last will of a SIGKILLed child (retained), no will after efc_mqtt_free, a persistent session
  * (session expiry) keeping a QoS 1 message across a clean disconnect. With
  * EFC_TEST_MQTT_MODE=reconnect (and EFC_TEST_MQTT_MARKER=file) only the reconnect scenario
  * runs: the script kills and restarts the broker on the same port after the "before" marker;
@@ -17,14 +19,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "common/efc_log.h"
 #include "common/efc_time.h"
 #include "proto/mqtt.h"
 
@@ -168,9 +175,27 @@ static void test_url_parse(void **state)
         assert_non_null(strstr(efc_err_detail(), "mqtt url"));
     }
     assert_int_equal(efc_mqtt_url_parse(NULL, host, sizeof(host), &port), EFC_EINVAL);
-    assert_int_equal(efc_mqtt_url_parse("mqtts://h:8883", host, sizeof(host), &port),
-                     EFC_EUNSUPPORTED);
-    assert_non_null(strstr(efc_err_detail(), "mqtts"));
+    /* mqtts: default port 8883, an explicit one wins, same host rules */
+    assert_int_equal(efc_mqtt_url_parse("mqtts://h", host, sizeof(host), &port), EFC_OK);
+    assert_string_equal(host, "h");
+    assert_int_equal(port, 8883);
+    assert_int_equal(efc_mqtt_url_parse("mqtts://broker.lan:8884/", host, sizeof(host), &port),
+                     EFC_OK);
+    assert_string_equal(host, "broker.lan");
+    assert_int_equal(port, 8884);
+    assert_int_equal(efc_mqtt_url_parse("mqtts://[::1]", host, sizeof(host), &port), EFC_OK);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 8883);
+    static const char *const bad_s[] = {"mqtts://", "mqtts://h:0", "MQTTS://h",     "mqtts:/h",
+                                        "mqtts//h", "mqttss://h",  "mqtts://h:1/x", "mqtts://u@h"};
+    for (size_t i = 0; i < sizeof(bad_s) / sizeof(bad_s[0]); i++) {
+        efc_err_clear();
+        enum efc_status st = efc_mqtt_url_parse(bad_s[i], host, sizeof(host), &port);
+        if (st != EFC_EINVAL) {
+            fail_msg("url '%s': got %s, want EINVAL", bad_s[i], efc_status_str(st));
+        }
+        assert_non_null(strstr(efc_err_detail(), "mqtt url"));
+    }
     char small[4];
     assert_int_equal(efc_mqtt_url_parse("mqtt://abcd:1", small, sizeof(small), &port), EFC_EINVAL);
     assert_int_equal(efc_mqtt_url_parse("mqtt://abc:1", small, sizeof(small), &port), EFC_OK);
@@ -224,6 +249,211 @@ static void test_opts_invalid(void **state)
     assert_int_equal(efc_mqtt_connected(m), 0);
     efc_mqtt_free(m);
     efc_mqtt_free(NULL);
+}
+
+/* ---- TLS options (no broker: files are checked at efc_mqtt_new) ------------------------ */
+
+struct tls_files {
+    char dir[64];
+    char ca[96], cert[96], key[96], empty[96], missing[96];
+};
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static void tls_files_make(struct tls_files *t)
+{
+    snprintf(t->dir, sizeof(t->dir), "/tmp/efc-test-tls-XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    snprintf(t->ca, sizeof(t->ca), "%s/ca.crt", t->dir);
+    snprintf(t->cert, sizeof(t->cert), "%s/c.crt", t->dir);
+    snprintf(t->key, sizeof(t->key), "%s/c.key", t->dir);
+    snprintf(t->empty, sizeof(t->empty), "%s/empty", t->dir);
+    snprintf(t->missing, sizeof(t->missing), "%s/no-such-file.pem", t->dir);
+    /* Not valid PEM: efc_mqtt_new checks presence and readability only; the contents are
+     * read by OpenSSL at connect time (test_tls_bad_cert_retried). */
+    write_file(t->ca, "-----BEGIN CERTIFICATE-----\nnot a cert\n", 0644);
+    write_file(t->cert, "-----BEGIN CERTIFICATE-----\nnot a cert\n", 0644);
+    write_file(t->key, "not a key\n", 0600);
+    write_file(t->empty, "", 0600);
+}
+
+static void tls_files_remove(const struct tls_files *t)
+{
+    unlink(t->ca);
+    unlink(t->cert);
+    unlink(t->key);
+    unlink(t->empty);
+    rmdir(t->dir);
+}
+
+/* efc_mqtt_new must fail with EINVAL and a detail containing both needles. */
+static void want_einval(const struct efc_mqtt_opts *o, const char *n1, const char *n2)
+{
+    struct efc_mqtt *m = (struct efc_mqtt *)&m;
+    efc_err_clear();
+    enum efc_status st = efc_mqtt_new(o, &m);
+    if (st != EFC_EINVAL) {
+        fail_msg("got %s, want EINVAL (%s)", efc_status_str(st), n1);
+    }
+    assert_null(m);
+    const char *d = efc_err_detail();
+    if (!strstr(d, n1) || (n2 && !strstr(d, n2))) {
+        fail_msg("detail '%s' lacks '%s' / '%s'", d, n1, n2 ? n2 : "");
+    }
+}
+
+static void test_tls_opts(void **state)
+{
+    (void)state;
+    struct tls_files t;
+    tls_files_make(&t);
+    struct efc_mqtt_opts o = {0};
+    o.url = "mqtt://127.0.0.1:1";
+    o.client_id = "t";
+    o.clean_start = 1;
+    struct efc_mqtt_opts b;
+
+    /* only some of the three */
+    b = o;
+    b.tls_ca = t.ca;
+    want_einval(&b, "missing: tls_cert tls_key", NULL);
+    b = o;
+    b.tls_ca = t.ca;
+    b.tls_cert = t.cert;
+    want_einval(&b, "missing: tls_key", NULL);
+    b = o;
+    b.tls_cert = t.cert;
+    b.tls_key = t.key;
+    want_einval(&b, "missing: tls_ca", NULL);
+    b = o;
+    b.tls_key = t.key;
+    want_einval(&b, "missing: tls_ca tls_cert", NULL);
+
+    /* all three, one of them unusable: the detail names the option and the file */
+    struct efc_mqtt_opts all = o;
+    all.tls_ca = t.ca;
+    all.tls_cert = t.cert;
+    all.tls_key = t.key;
+    b = all;
+    b.tls_ca = t.missing;
+    want_einval(&b, "tls_ca", t.missing);
+    b = all;
+    b.tls_cert = t.missing;
+    want_einval(&b, "tls_cert", "No such file");
+    b = all;
+    b.tls_key = t.missing;
+    want_einval(&b, "tls_key", t.missing);
+    b = all;
+    b.tls_cert = t.dir;
+    want_einval(&b, "tls_cert", "not a regular file");
+    b = all;
+    b.tls_key = t.empty;
+    want_einval(&b, "tls_key", "empty file");
+    b = all;
+    b.tls_ca = "";
+    want_einval(&b, "tls_ca", NULL);
+    if (geteuid() != 0) { /* root opens a mode-000 file anyway */
+        assert_int_equal(chmod(t.key, 0), 0);
+        b = all;
+        want_einval(&b, "tls_key", "Permission denied");
+        assert_int_equal(chmod(t.key, 0600), 0);
+    }
+
+    /* mqtts needs the TLS options; with them it is accepted, as is TLS over "mqtt://" */
+    b = o;
+    b.url = "mqtts://127.0.0.1";
+    want_einval(&b, "mqtts needs tls_ca, tls_cert and tls_key", NULL);
+    b = o;
+    b.url = "mqtts://127.0.0.1:8883";
+    b.tls_ca = t.ca;
+    want_einval(&b, "missing: tls_cert tls_key", NULL);
+    struct efc_mqtt *m = NULL;
+    b = all;
+    b.url = "mqtts://127.0.0.1";
+    assert_int_equal(efc_mqtt_new(&b, &m), EFC_OK);
+    efc_mqtt_free(m);
+    m = NULL;
+    assert_int_equal(efc_mqtt_new(&all, &m), EFC_OK);
+    assert_int_equal(efc_mqtt_connected(m), 0);
+    efc_mqtt_free(m);
+    tls_files_remove(&t);
+}
+
+struct log_cap {
+    int n_tls_retry; /* "reconnecting ... (A TLS error ...; <libmosquitto's reason>)" lines */
+    char last[512];
+};
+
+static void log_sink(enum efc_log_level lvl, const char *line, void *ctx)
+{
+    (void)lvl;
+    struct log_cap *c = ctx;
+    if (strstr(line, "reconnecting") && strstr(line, "TLS") && strstr(line, "; ")) {
+        c->n_tls_retry++;
+        snprintf(c->last, sizeof(c->last), "%s", line);
+    }
+}
+
+/* A certificate that OpenSSL cannot load fails each attempt at connect time: logged with the
+ * reason and retried with the backoff, the loop keeps its timeout, nothing crashes. A
+ * listening socket that never accepts is enough: the TCP connect succeeds (backlog), then
+ * libmosquitto sets up TLS and fails on the files. */
+static void test_tls_bad_cert_retried(void **state)
+{
+    (void)state;
+    struct tls_files t;
+    tls_files_make(&t);
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 8), 0);
+    socklen_t alen = sizeof(a);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+    char u[64];
+    snprintf(u, sizeof(u), "mqtts://127.0.0.1:%d", ntohs(a.sin_port));
+
+    struct log_cap cap = {0};
+    efc_log_set_sink(log_sink, &cap);
+    struct rx r = {0};
+    struct efc_mqtt_opts o = {0};
+    o.url = u;
+    o.client_id = "efc-test-tls-bad";
+    o.clean_start = 1;
+    o.on_connect = on_connect;
+    o.ctx = &r;
+    o.tls_ca = t.ca;
+    o.tls_cert = t.cert;
+    o.tls_key = t.key;
+    struct efc_mqtt *m = NULL;
+    assert_int_equal(efc_mqtt_new(&o, &m), EFC_OK);
+    assert_int_equal(efc_mqtt_connect(m), EFC_OK);
+    uint64_t t0 = efc_time_ns(), worst = 0;
+    while (efc_time_ns() - t0 < 1300000000ULL) { /* attempts at 0, ~0.5 s, ~1 s */
+        uint64_t s0 = efc_time_ns();
+        assert_int_equal(efc_mqtt_loop(m, 50), EFC_OK);
+        uint64_t d = efc_time_ns() - s0;
+        worst = d > worst ? d : worst;
+    }
+    efc_mqtt_free(m);
+    efc_log_set_sink(NULL, NULL);
+    close(ls);
+    tls_files_remove(&t);
+    assert_int_equal(r.connects, 0);
+    if (cap.n_tls_retry < 2) {
+        fail_msg("%d TLS retry line(s), want >= 2; last: '%s'", cap.n_tls_retry, cap.last);
+    }
+    assert_true(worst < 300000000ULL);
+    print_message("last retry line: %s\n", cap.last);
 }
 
 static void test_backoff(void **state)
@@ -595,6 +825,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_opts_invalid),
+        cmocka_unit_test(test_tls_opts),
+        cmocka_unit_test(test_tls_bad_cert_retried),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_offline),
         cmocka_unit_test(test_pubsub_wildcard),
