@@ -78,7 +78,7 @@ static const struct efc_cfg_opt g_opts[] = {
     {"id", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(id),
      "device id ([A-Za-z0-9][A-Za-z0-9._-]{0,62}); also the MQTT client id (required)"},
     {"broker", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(broker),
-     "MQTT v5 broker, mqtt://host[:port] (required)"},
+     "MQTT v5 broker, mqtt://host[:port] or mqtts://host[:port] (required)"},
     {"data", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(data),
      "local data set: IMAGES[,LABELS] (.idx/.npy) or fashion-mnist:shard=i/n (required)"},
     {"state-dir", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(state_dir),

@@ -80,7 +80,8 @@ struct opts {
 #define OPT(f) offsetof(struct opts, f)
 static const struct efc_cfg_opt g_opts[] = {
     {"broker", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(broker),
-     "MQTT v5 broker, mqtt://host[:port] (round)"},
+     "MQTT v5 broker, mqtt://host[:port] or mqtts://host[:port] (round, rollout, "
+     "rollback)"},
     {"db", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(db), "SQLite store (required)"},
     {"base", EFC_CFG_STR, NULL, 0, 0, NULL, OPT(base),
      "FP32 base model: .efm, or .onnx (imported once into the candidates directory) (round)"},
