@@ -11,6 +11,7 @@
  *   artifacts by chunks (or the model from the job's url, agent/fetch_url.h) -> running ->
  *   result in the outbox -> published -> acked.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -1088,6 +1089,26 @@ out:
     efc_free(m);
 }
 
+/* Remove the leftovers of atomic writes a kill interrupted ("<name>.tmp.<pid>" of
+ * efc_fs_write_atomic and fetch_url) in dir: they are never complete, and each can be a
+ * model's size. Only called while this agent holds the slots lock (one agent per dir). */
+static void clean_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[PATH_MAX_];
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (!strstr(e->d_name, ".tmp.") ||
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path))
+            continue;
+        if (unlink(path) == 0)
+            efc_log(EFC_LOG_INFO, MOD, "removed %s (an interrupted write)", path);
+    }
+    closedir(d);
+}
+
 /* At start-up: open the slots, load the trusted keys; a trial cut short by a restart is
  * resumed from the saved directive (or rolled back if there is none). */
 static int ota_setup(struct agent *a)
@@ -1134,8 +1155,17 @@ static int ota_setup(struct agent *a)
     }
     if (!a->slots)
         return 0;
+    clean_tmp(a->o.state_dir);
+    clean_tmp(a->art_dir);
     if (efc_slots_status(a->slots, &ss) != EFC_OK)
         return -1;
+    if (!ss.trial) { /* a prepared model or golden output without a trial is stale */
+        char p[PATH_MAX_];
+        snprintf(p, sizeof(p), "%s/ota-prepared.efm", a->o.state_dir);
+        unlink(p);
+        snprintf(p, sizeof(p), "%s/ota-golden.bin", a->o.state_dir);
+        unlink(p);
+    }
     if (ss.fell_back)
         efc_log(EFC_LOG_ERROR, MOD, "OTA: slot %c failed its digests; fell back",
                 ss.fell_back_from);
@@ -1217,7 +1247,8 @@ static void on_connect(void *ctx, int session_present)
 {
     struct agent *a = ctx;
     (void)session_present;
-    publish_status(a, 1, 0);
+    /* busy: a job or an OTA step may already run (a trial resumed at start-up) */
+    publish_status(a, 1, a->cur.active || a->cur.sb || a->ota.active || a->ota.sb);
     resend_outbox(a);
     if (a->cur.rx_open) {
         efc_chunk_rx_expire(&a->cur.rx);
@@ -1249,8 +1280,12 @@ static enum efc_status log_interrupted(void *ctx, const char *job_id, const void
     (void)ctx;
     (void)payload;
     (void)len;
-    efc_log(EFC_LOG_WARN, MOD, "job=%s was interrupted by a restart; it will not run again",
-            job_id);
+    if (!strncmp(job_id, EFC_PROTO_OTA_PREFIX, strlen(EFC_PROTO_OTA_PREFIX)))
+        efc_log(EFC_LOG_WARN, MOD, "ota=%s was interrupted by a restart; it runs again when "
+                "the coordinator resends it (an install is idempotent)", job_id);
+    else
+        efc_log(EFC_LOG_WARN, MOD, "job=%s was interrupted by a restart; it will not run again",
+                job_id);
     return EFC_OK;
 }
 
