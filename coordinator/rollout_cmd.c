@@ -389,8 +389,12 @@ static int step(struct run *x, const char *id, int64_t now, int resend)
         revert_wave(x, r, d, n, r->wave, now);
         goto out;
     }
-    printf("rollout %s (class %s): wave %d/%d passed: %d installed, %d failed\n", id,
-           r->hw_class, (int)r->wave + 1, (int)n_waves, (int)installed, (int)failed);
+    if (installed + failed == 0) /* a small class: this share was reached already */
+        printf("rollout %s (class %s): wave %d/%d: no device to add (%zu of the class in)\n",
+               id, r->hw_class, (int)r->wave + 1, (int)n_waves, n);
+    else
+        printf("rollout %s (class %s): wave %d/%d passed: %d installed, %d failed\n", id,
+               r->hw_class, (int)r->wave + 1, (int)n_waves, (int)installed, (int)failed);
     fflush(stdout);
     if (r->wave + 1 >= n_waves) {
         snprintf(reason, sizeof(reason), "%zu device(s) in %d wave(s)", n, (int)n_waves);
