@@ -779,6 +779,15 @@ static int ota_sandbox(struct agent *a, const char *policy, int32_t calib, int32
                                     .save_model_path = save,
                                     .golden_path = o->golden,
                                     .golden_check = check};
+    /* Test hook: EFC_AGENT_OTA_FAULT=segv|oom|hang makes only the health child misbehave,
+     * as a new model that crashes, eats memory or hangs would (docs/ota.md). */
+    const char *fault = check ? getenv("EFC_AGENT_OTA_FAULT") : NULL;
+    if (fault && !strcmp(fault, "segv"))
+        ctx.fault = EFC_AGENT_FAULT_SEGV;
+    else if (fault && !strcmp(fault, "oom"))
+        ctx.fault = EFC_AGENT_FAULT_OOM;
+    else if (fault && !strcmp(fault, "hang"))
+        ctx.fault = EFC_AGENT_FAULT_HANG;
     struct efc_proto_job job;
     struct efc_proto_result res;
 

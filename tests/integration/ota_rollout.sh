@@ -14,7 +14,9 @@
 #      manifest edited after signing, unknown key, wrong class, older version, expired, and a
 #      valid manifest whose artifact URL serves a truncated, a byte-flipped or a longer file:
 #      each refused with its own reason, the active model unchanged and still loading; and the
-#      signing key revoked on dev-c (--revoked-keys): a valid manifest is refused.
+#      signing key revoked on dev-c (--revoked-keys): a valid manifest is refused;
+#  (6) a new model whose health check crashes (SIGSEGV), hangs past the deadline or runs out
+#      of memory: rolled back with the reason, the previous model still active.
 # Usage: ota_rollout.sh BUILD_DIR. Prints "N passed, M failed". SKIP (exit 0) without
 # mosquitto or the Fashion-MNIST files. Bounded: every wait has a deadline.
 set -uo pipefail
@@ -180,13 +182,14 @@ open(f"{d}/m-edited.json", "w").write(json.dumps(m, separators=(",", ":")))
 PY
 directive() { # MANIFEST OTA_ID URL DEVICE: the JSON the coordinator would send
     $py - "$@" <<'PY'
-import json, sys, time
+import json, os, sys, time
 man = open(sys.argv[1]).read().strip()
 print(json.dumps({"version": 1, "type": "ota", "ota_id": sys.argv[2], "rollout_id": "forged",
     "device_id": sys.argv[4], "action": "install", "manifest": man, "url": sys.argv[3],
     "calib_samples": 64, "eval_samples": 100, "health_runs": 10, "min_accuracy": 0,
     "min_agree": 0, "max_p99_ms": 0, "max_rss_bytes": 0, "seed": 1,
-    "deadline_ms": int(time.time() * 1000) + 60000, "mem_limit_bytes": 0}))
+    "deadline_ms": int(time.time() * 1000) + 1000 * int(os.environ.get("DEADLINE_S", "60")),
+    "mem_limit_bytes": int(os.environ.get("MEM_LIMIT", "0"))}))
 PY
 }
 status_of() { mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -t "efc/v1/dev/$1/status" \
@@ -203,6 +206,7 @@ size=$(stat -c %s "$fresh")
 head -c $((size / 2)) "$fresh" > "$tmp/www/truncated"
 { cat "$fresh"; head -c 16 /dev/zero; } > "$tmp/www/trailing"
 cp "$fresh" "$tmp/www/flipped"
+cp "$fresh" "$tmp/www/good"
 printf '\xff' | dd of="$tmp/www/flipped" bs=1 seek=$((size / 3)) conv=notrunc status=none
 (cd "$tmp/www" && exec $py -m http.server --bind 127.0.0.1 0 > "$tmp/http.log" 2>&1) &
 pids+=($!)
@@ -269,6 +273,34 @@ else bad "revoked key: $(cat "$tmp/report-c.txt")"; fi
 n=$(grep -c "<h3>ro[0-9]" "$tmp/report.html" 2>/dev/null)
 grep -q "Rollouts (OTA)" "$tmp/report.html" 2>/dev/null && [[ $n -ge 4 ]] \
     && ok "HTML report: rollout state per class ($n rollouts)" || bad "HTML report without rollouts"
+
+# (6) a new model that crashes, hangs or eats memory in its health check (EFC_AGENT_OTA_FAULT
+# makes only the health child misbehave): rolled back with the reason, the old one active.
+for fault in segv hang oom; do
+    kill "${pids[1]}" 2>/dev/null; wait "${pids[1]}" 2>/dev/null
+    EFC_AGENT_OTA_FAULT=$fault "$agent_bin" --id dev-b --broker "$url" \
+        --data "fashion-mnist:shard=2/6" --state-dir "$tmp/s-dev-b" --isa avx2 \
+        --trust-keys "$tmp/keys/efc-sign.pub" >> "$tmp/agent-dev-b.log" 2>&1 &
+    pids[1]=$!
+    sleep 1
+    before=$(status_of dev-b)
+    mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -t "efc/v1/dev/dev-b/ota/report" \
+        -C 1 -W 30 > "$tmp/report-$fault.txt" 2>/dev/null &
+    subpid=$!
+    sleep 0.3
+    DEADLINE_S=8 MEM_LIMIT=$((768 << 20)) directive "$tmp/m-fresh.json" "ota-fault-$fault" \
+        "http://127.0.0.1:$hport/good" dev-b > "$tmp/d-fault.json"
+    mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -q 1 -t "efc/v1/dev/dev-b/ota" \
+        -f "$tmp/d-fault.json"
+    wait "$subpid" 2>/dev/null
+    sleep 0.5
+    after=$(status_of dev-b)
+    why=$(grep -o '"reason":"[^"]*"' "$tmp/report-$fault.txt")
+    if grep -q '"outcome":"rolled_back"' "$tmp/report-$fault.txt" \
+            && grep -q '"reason":"HEALTH: ' "$tmp/report-$fault.txt" && [[ $before == "$after" ]]; then
+        ok "health check $fault: rolled back ($why), the old model still active"
+    else bad "health check $fault: $(cat "$tmp/report-$fault.txt") before '$before' after '$after'"; fi
+done
 
 echo "--- status at the end"
 sed 's/^/     /' "$tmp/st3.out"
