@@ -43,10 +43,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0 fail=0
-ok()  { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-finish() { echo "$pass passed, $fail failed"; [[ $fail -eq 0 ]]; exit $?; }
+. "$here/lib/check.sh"
 # wait_for FILE REGEX SECONDS: until a line of FILE matches (extended regex).
 wait_for() {
     local i
