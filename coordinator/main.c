@@ -66,7 +66,7 @@ struct opts {
     const char *tls_ca, *tls_cert, *tls_key;
     /* rollout / rollback / status (rollout_cmd.h) */
     const char *hw_class, *policy, *sign_key, *waves, *url_base;
-    int64_t max_failures, health_runs, report_timeout_s, manifest_days;
+    int64_t max_failures, health_runs, report_timeout_s, manifest_days, max_rss;
     double max_acc_drop, max_p99_ratio, min_accuracy, min_agree, max_p99_ms;
     double sla_drop, sla_acc; /* one of them, given: sla */
     int64_t objective_i;      /* index in "bytes|p50" */
@@ -143,6 +143,8 @@ static const struct efc_cfg_opt g_opts[] = {
      "device-side top-1 agreement floor with the FP32 artifact (-1: none)"},
     {"max-p99-ms", EFC_CFG_F64, "-1", -1, 1e9, NULL, OPT(max_p99_ms),
      "device-side p99 ceiling, ms (-1: the round's figure times --max-p99-ratio)"},
+    {"max-rss", EFC_CFG_INT, "0", 0, 1LL << 40, NULL, OPT(max_rss),
+     "device-side peak RSS ceiling of the health check, bytes (0: none)"},
     {"report-timeout", EFC_CFG_INT, "600", 1, 86400, NULL, OPT(report_timeout_s),
      "seconds a device has to report an install before it counts as failed"},
     {"manifest-days", EFC_CFG_INT, "30", 1, 3650, NULL, OPT(manifest_days),
@@ -1205,7 +1207,7 @@ int main(int argc, char **argv)
             .waves = c.o.waves, .url_base = c.o.url_base, .max_failures = c.o.max_failures,
             .max_acc_drop = c.o.max_acc_drop, .max_p99_ratio = c.o.max_p99_ratio,
             .calib = c.o.calib, .eval = c.o.eval, .health_runs = c.o.health_runs,
-            .mem_limit = c.o.mem_limit, .min_accuracy = c.o.min_accuracy,
+            .mem_limit = c.o.mem_limit, .max_rss = c.o.max_rss, .min_accuracy = c.o.min_accuracy,
             .min_agree = c.o.min_agree, .max_p99_ms = c.o.max_p99_ms,
             .report_timeout_s = c.o.report_timeout_s, .manifest_days = c.o.manifest_days,
             .timeout_s = c.o.timeout_s};

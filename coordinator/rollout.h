@@ -69,6 +69,7 @@ struct efc_coord_gate {
     int32_t calib_samples, eval_samples, health_runs;
     double min_accuracy, min_agree, max_p99_ms;
     int64_t mem_limit_bytes;
+    int64_t max_rss_bytes;  /* the health child's peak RSS ceiling (0: none) */
 };
 
 struct efc_coord_rollout {

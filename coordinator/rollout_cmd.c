@@ -90,6 +90,7 @@ static void send_directive(struct run *x, const struct efc_coord_rollout *r,
     m->seed = 1;
     m->deadline_ms = d->deadline_ms;
     m->mem_limit_bytes = r->gate.mem_limit_bytes;
+    m->max_rss_bytes = r->gate.max_rss_bytes;
     if (efc_proto_topic(x->o->prefix, d->device_id, "ota", topic, sizeof(topic)) != EFC_OK ||
         efc_proto_ota_encode(m, &buf) != EFC_OK) {
         efc_log(EFC_LOG_ERROR, MOD, "directive %s for %s: %s", d->ota_id, d->device_id,
@@ -541,6 +542,7 @@ static void gate_from_opts(const struct efc_coord_rollout_opts *o, struct efc_co
                                : p99 + EFC_COORD_P99_FLOOR_MS)
                         : 0;
     g->mem_limit_bytes = o->mem_limit;
+    g->max_rss_bytes = o->max_rss;
 }
 
 /* Create (or find running) the rollout of (class, policy) from a round; its id into x. */

@@ -34,7 +34,7 @@ struct efc_coord_rollout_opts {
     const char *url_base;  /* artifacts also served at URL_BASE/<file name>; NULL: MQTT only */
     int64_t max_failures;
     double max_acc_drop, max_p99_ratio;
-    int64_t calib, eval, health_runs, mem_limit;
+    int64_t calib, eval, health_runs, mem_limit, max_rss;
     double min_accuracy, min_agree, max_p99_ms; /* < 0: derived from the round */
     int64_t report_timeout_s, manifest_days, timeout_s;
 };

@@ -164,7 +164,7 @@ enum efc_coord_rdev_state efc_coord_gate_report(const struct efc_coord_gate *g,
     X(max_failures) X(max_acc_drop) X(max_p99_ratio) X(expected_acc) X(expected_p99_ms)        \
     X(expected_agree)                                                                          \
     X(report_timeout_ms) X(calib_samples) X(eval_samples) X(health_runs) X(min_accuracy)       \
-    X(min_agree) X(max_p99_ms) X(mem_limit_bytes)
+    X(min_agree) X(max_p99_ms) X(mem_limit_bytes) X(max_rss_bytes)
 
 static char *gate_json(const struct efc_coord_gate *g)
 {

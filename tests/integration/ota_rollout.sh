@@ -7,9 +7,10 @@
 #  (2) a second, healthy rollout (another policy) replaces it everywhere, although the
 #      coordinator is SIGKILLed after the canary's report: rerun, it continues at wave 2;
 #  (3) `rollback --class`: every device returns to the policy of rollout (1);
-#  (4) a rollout whose device-side health gate cannot pass (min accuracy 0.999): the canary
-#      rolls itself back with the reason ACCURACY, the rollout halts in wave 1, no device of
-#      wave 2 receives a directive, every device still runs rollout (1)'s policy;
+#  (4) rollouts whose device-side health gate cannot pass (min accuracy 0.999, max p99
+#      0.00001 ms, max RSS 1 byte): each time the canary rolls itself back with the reason
+#      (ACCURACY, LATENCY, MEMORY), the rollout halts in wave 1, no device of wave 2 receives a
+#      directive, every device still runs rollout (1)'s policy;
 #  (5) forged directives (mosquitto_pub as the coordinator would send them): bad signature,
 #      manifest edited after signing, unknown key, wrong class, older version, expired, and a
 #      valid manifest whose artifact URL serves a truncated, a byte-flipped or a longer file:
@@ -132,23 +133,25 @@ coord status > "$tmp/st3b.out" 2>&1
 n=$(runs "$tmp/st3b.out" "$pol1")
 [[ $n -eq 3 ]] && ok "status: 3 devices run $pol1 again" || { bad "status after rollback"; cat "$tmp/st3b.out"; }
 
-# (4) a rollout whose health gate fails on the canary (policy 2 again, new version)
-timeout 150 "$coord_bin" --broker "$url" --db "$tmp/efc.db" rollout --round-id "$rid" \
-    --class "$cls" --policy "$pol2" --sign-key "$tmp/keys/efc-sign.key" --waves 1,100% \
-    --min-accuracy 0.999 "${gate[@]}" > "$tmp/ro3.out" 2> "$tmp/ro3.log"
-rc=$?
-ro3=$(sed -n 's/^rollout \(ro[0-9]*\): class.*/\1/p' "$tmp/ro3.out" | head -1)
-[[ $rc -eq 1 ]] && grep -q "HALTED at wave 1/2" "$tmp/ro3.out" \
-    && ok "rollout 3: halted at the canary wave, exit 1" || { bad "rollout 3: rc=$rc"; cat "$tmp/ro3.out"; }
-grep -q "rolled_back: ACCURACY" "$tmp/ro3.out" && ok "rollout 3: the reason is reported (ACCURACY)" \
-    || bad "rollout 3: no ACCURACY reason"
-n=$(grep -l "ota=ota-${ro3#ro}-" "$tmp"/agent-*.log 2>/dev/null | wc -l)
-[[ $n -eq 1 ]] && ok "rollout 3: only the canary received a directive" \
-    || bad "rollout 3: $n devices got a directive"
+# (4) rollouts whose device-side health gate fails on the canary (policy 2 again, each a new
+# version): accuracy floor, p99 ceiling, peak RSS ceiling
+bad_gates=("ACCURACY --min-accuracy 0.999" "LATENCY --max-p99-ms 0.00001" "MEMORY --max-rss 1")
+for g in "${bad_gates[@]}"; do
+    read -r why opt val <<< "$g"
+    timeout 150 "$coord_bin" --broker "$url" --db "$tmp/efc.db" rollout --round-id "$rid" \
+        --class "$cls" --policy "$pol2" --sign-key "$tmp/keys/efc-sign.key" --waves 1,100% \
+        "$opt" "$val" "${gate[@]}" > "$tmp/ro-$why.out" 2> "$tmp/ro-$why.log"
+    rc=$?
+    rx=$(sed -n 's/^rollout \(ro[0-9]*\): class.*/\1/p' "$tmp/ro-$why.out" | head -1)
+    n=$(grep -l "ota=ota-${rx#ro}-" "$tmp"/agent-*.log 2>/dev/null | wc -l)
+    if [[ $rc -eq 1 ]] && grep -q "HALTED at wave 1/2" "$tmp/ro-$why.out" \
+            && grep -q "rolled_back: $why" "$tmp/ro-$why.out" && [[ $n -eq 1 ]]; then
+        ok "rollout with $opt $val: the canary rolled back ($why), halted at wave 1, exit 1, no other device touched"
+    else bad "rollout with $opt $val: rc=$rc, $n device(s) got it"; cat "$tmp/ro-$why.out"; fi
+done
 coord status > "$tmp/st3.out" 2>&1
 n=$(runs "$tmp/st3.out" "$pol1")
 [[ $n -eq 3 ]] && ok "status: all 3 devices still run $pol1" || { bad "status after 4"; cat "$tmp/st3.out"; }
-
 
 # (5) forged directives on dev-a's topic, each refused with its own reason, nothing changed.
 # The artifact of rollout 1 and the class are real: only the manifest is wrong.
