@@ -329,13 +329,20 @@ static int step(struct run *x, const char *id, int64_t now, int resend)
     efc_coord_waves_parse(r->waves, &n_waves);
     for (size_t i = 0; i < n; i++) {
         int waiting = d[i].state == EFC_COORD_RDEV_SENT || d[i].state == EFC_COORD_RDEV_REVERTING;
-        if (d[i].state == EFC_COORD_RDEV_SENT && now > d[i].deadline_ms) {
+        if (waiting && now > d[i].deadline_ms) {
+            /* Silent past the deadline: an install counts as failed; a revert that never
+             * answered is failed too (the device may still run the halted version), so the
+             * run can end and status shows it. */
             int changed = 0;
-            snprintf(reason, sizeof(reason), "TIMEOUT: no report within %lld s",
+            enum efc_coord_rdev_state to = d[i].state == EFC_COORD_RDEV_SENT
+                                               ? EFC_COORD_RDEV_TIMEOUT
+                                               : EFC_COORD_RDEV_FAILED;
+            snprintf(reason, sizeof(reason), "TIMEOUT: no report %swithin %lld s",
+                     to == EFC_COORD_RDEV_FAILED ? "of the rollback " : "",
                      (long long)(r->gate.report_timeout_ms / 1000));
-            efc_coord_store_rdev_update(x->s, id, d[i].device_id, EFC_COORD_RDEV_TIMEOUT, reason,
-                                        NULL, now, &changed);
-            d[i].state = EFC_COORD_RDEV_TIMEOUT;
+            efc_coord_store_rdev_update(x->s, id, d[i].device_id, to, reason, NULL, now,
+                                        &changed);
+            d[i].state = to;
             snprintf(d[i].reason, sizeof(d[i].reason), "%.200s", reason);
             efc_log(EFC_LOG_WARN, MOD, "%s device=%s: %s", id, d[i].device_id, reason);
             waiting = 0;

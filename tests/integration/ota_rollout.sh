@@ -17,7 +17,9 @@
 #      each refused with its own reason, the active model unchanged and still loading; and the
 #      signing key revoked on dev-c (--revoked-keys): a valid manifest is refused;
 #  (6) a new model whose health check crashes (SIGSEGV), hangs past the deadline or runs out
-#      of memory: rolled back with the reason, the previous model still active.
+#      of memory: rolled back with the reason, the previous model still active;
+#  (7) a failing wave whose installed device dies before rolling back: the revert times out
+#      as a failure and the rollout run ends.
 # Usage: ota_rollout.sh BUILD_DIR. Prints "N passed, M failed". SKIP (exit 0) without
 # mosquitto or the Fashion-MNIST files. Bounded: every wait has a deadline.
 set -uo pipefail
@@ -301,6 +303,30 @@ for fault in segv hang oom; do
         ok "health check $fault: rolled back ($why), the old model still active"
     else bad "health check $fault: $(cat "$tmp/report-$fault.txt") before '$before' after '$after'"; fi
 done
+
+# (7) a wave that fails while one of its devices that did install dies before it can roll
+# back: the revert times out as a failure and the run still ends (not at --timeout).
+kill "${pids[1]}" 2>/dev/null; wait "${pids[1]}" 2>/dev/null
+EFC_AGENT_OTA_FAULT=hang "$agent_bin" --id dev-b --broker "$url" --data "fashion-mnist:shard=2/6" \
+    --state-dir "$tmp/s-dev-b" --isa avx2 --trust-keys "$tmp/keys/efc-sign.pub" \
+    >> "$tmp/agent-dev-b.log" 2>&1 &
+pids[1]=$!
+sleep 1
+t0=$SECONDS
+"$coord_bin" --broker "$url" --db "$tmp/efc.db" rollout --round-id "$rid" --class "$cls" \
+    --policy "$pol2" --sign-key "$tmp/keys/efc-sign.key" --waves 100% --calib 128 --eval 300 \
+    --health-runs 100 --report-timeout 6 --timeout 120 > "$tmp/ro7.out" 2> "$tmp/ro7.log" &
+cpid=$!
+pids+=($cpid)
+for _ in $(seq 300); do grep -q "device=dev-a: installed" "$tmp/ro7.log" && break; sleep 0.05; done
+kill -9 "${pids[0]}" 2>/dev/null; wait "${pids[0]}" 2>/dev/null
+wait "$cpid"
+rc=$?
+dt=$((SECONDS - t0))
+if [[ $rc -eq 1 ]] && grep -q "HALTED" "$tmp/ro7.out" && [[ $dt -lt 40 ]] \
+        && coord status 2>/dev/null | grep -q "dev-a .*failed .*TIMEOUT: no report of the rollback"; then
+    ok "halted wave whose installed device died: its revert timed out as failed, run ended in $dt s"
+else bad "revert timeout: rc=$rc after $dt s"; cat "$tmp/ro7.out"; coord status | tail -8; fi
 
 echo "--- status at the end"
 sed 's/^/     /' "$tmp/st3.out"
