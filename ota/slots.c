@@ -81,6 +81,22 @@ static enum efc_slots_fault_mode fault_mode;
 static uint64_t fault_k, io_n;
 static int fault_env_done;
 
+/* Test-only trace (RELIABILITY.md D2): the operations reported to trace_fn after they ran. A
+ * write or fsync only has its fd, so the paths of the descriptors opened while tracing are kept
+ * in a small table (at most 5 are open at once: the lock, a copy's source and destination, a
+ * directory being fsynced). Everything here is skipped when trace_fn is NULL. */
+#define TRACE_FDS 16
+struct trace_fd {
+    int fd;
+    int is_dir;
+    uint64_t seq; /* open order: the oldest entry is reused */
+    char path[EFC_SLOTS_PATH_MAX];
+};
+static efc_slots_trace_fn trace_fn;
+static void *trace_ctx;
+static struct trace_fd *trace_fds;
+static uint64_t trace_seq;
+
 void efc_slots_fault(enum efc_slots_fault_mode mode, uint64_t k)
 {
     fault_mode = k ? mode : EFC_SLOTS_FAULT_NONE;
@@ -136,14 +152,81 @@ static void fault_from_env(void)
     efc_slots_fault(mode, k);
 }
 
+enum efc_status efc_slots_trace(efc_slots_trace_fn fn, void *ctx)
+{
+    if (fn && !trace_fds) {
+        if (!(trace_fds = efc_calloc(TRACE_FDS, sizeof(*trace_fds))))
+            return efc_errf(EFC_ENOMEM, "slots: out of memory");
+        for (int i = 0; i < TRACE_FDS; i++)
+            trace_fds[i].fd = -1;
+    }
+    if (!fn) {
+        efc_free(trace_fds);
+        trace_fds = NULL;
+    }
+    trace_fn = fn;
+    trace_ctx = ctx;
+    return EFC_OK;
+}
+
+static struct trace_fd *trace_find(int fd)
+{
+    for (int i = 0; i < TRACE_FDS; i++)
+        if (trace_fds[i].fd == fd && fd >= 0)
+            return &trace_fds[i];
+    return NULL;
+}
+
+/* Report one operation; e is the errno of a failed one. errno is preserved for the caller. */
+static void trace_emit(enum efc_slots_op_kind kind, const char *path, const char *path2, int fd,
+                       int flags, const void *data, size_t bytes, int rc, int e)
+{
+    struct efc_slots_op op;
+    struct trace_fd *t = NULL;
+
+    memset(&op, 0, sizeof(op));
+    op.kind = kind;
+    op.fd = fd;
+    op.flags = flags;
+    op.data = data;
+    op.bytes = bytes;
+    op.rc = rc;
+    op.err = rc < 0 ? e : 0;
+    if (kind == EFC_SLOTS_OP_OPEN && rc >= 0) {
+        /* a closed descriptor's number comes back from open(): same fd, new entry */
+        if (!(t = trace_find(rc))) {
+            t = &trace_fds[0];
+            for (int i = 1; i < TRACE_FDS; i++)
+                if (trace_fds[i].seq < t->seq)
+                    t = &trace_fds[i];
+        }
+        t->fd = rc;
+        t->is_dir = (flags & O_DIRECTORY) != 0;
+        t->seq = ++trace_seq;
+        snprintf(t->path, sizeof(t->path), "%s", path);
+    }
+    if (kind == EFC_SLOTS_OP_WRITE || kind == EFC_SLOTS_OP_FSYNC) {
+        t = trace_find(fd);
+        path = t ? t->path : "?";
+        op.is_dir = t ? t->is_dir : 0;
+    } else
+        op.is_dir = kind == EFC_SLOTS_OP_MKDIR || (flags & O_DIRECTORY) != 0;
+    op.path = path;
+    op.path2 = path2;
+    trace_fn(&op, trace_ctx);
+    errno = e;
+}
+
 static int io_open(const char *path, int flags, mode_t mode)
 {
-    int fd;
-    if (fault_point())
-        return -1;
-    do
-        fd = open(path, flags | O_CLOEXEC, mode);
-    while (fd < 0 && errno == EINTR);
+    int fd = -1;
+    if (!fault_point()) {
+        do
+            fd = open(path, flags | O_CLOEXEC, mode);
+        while (fd < 0 && errno == EINTR);
+    }
+    if (trace_fn)
+        trace_emit(EFC_SLOTS_OP_OPEN, path, NULL, -1, flags, NULL, 0, fd, errno);
     return fd;
 }
 
@@ -153,9 +236,15 @@ static int io_write_all(int fd, const void *p, size_t n)
     const char *c = p;
     while (n > 0) {
         ssize_t w;
-        if (fault_point())
+        if (fault_point()) {
+            if (trace_fn)
+                trace_emit(EFC_SLOTS_OP_WRITE, NULL, NULL, fd, 0, c, 0, -1, errno);
             return -1;
+        }
         w = write(fd, c, n);
+        if (trace_fn)
+            trace_emit(EFC_SLOTS_OP_WRITE, NULL, NULL, fd, 0, c, w > 0 ? (size_t)w : 0,
+                       w < 0 ? -1 : 0, errno);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -171,30 +260,34 @@ static int io_write_all(int fd, const void *p, size_t n)
 
 static int io_fsync(int fd)
 {
-    if (fault_point())
-        return -1;
-    return fsync(fd);
+    int rc = fault_point() ? -1 : fsync(fd);
+    if (trace_fn)
+        trace_emit(EFC_SLOTS_OP_FSYNC, NULL, NULL, fd, 0, NULL, 0, rc, errno);
+    return rc;
 }
 
 static int io_rename(const char *from, const char *to)
 {
-    if (fault_point())
-        return -1;
-    return rename(from, to);
+    int rc = fault_point() ? -1 : rename(from, to);
+    if (trace_fn)
+        trace_emit(EFC_SLOTS_OP_RENAME, from, to, -1, 0, NULL, 0, rc, errno);
+    return rc;
 }
 
 static int io_unlink(const char *path)
 {
-    if (fault_point())
-        return -1;
-    return unlink(path);
+    int rc = fault_point() ? -1 : unlink(path);
+    if (trace_fn)
+        trace_emit(EFC_SLOTS_OP_UNLINK, path, NULL, -1, 0, NULL, 0, rc, errno);
+    return rc;
 }
 
 static int io_mkdir(const char *path, mode_t mode)
 {
-    if (fault_point())
-        return -1;
-    return mkdir(path, mode);
+    int rc = fault_point() ? -1 : mkdir(path, mode);
+    if (trace_fn)
+        trace_emit(EFC_SLOTS_OP_MKDIR, path, NULL, -1, 0, NULL, 0, rc, errno);
+    return rc;
 }
 
 static int io_fsync_dir(const char *path)
@@ -226,6 +319,22 @@ static void slot_path(const struct efc_slots *s, char slot, const char *file, ch
         snprintf(out, n, "%s/%c/%s", s->ota, slot, file);
     else
         snprintf(out, n, "%s/%c", s->ota, slot);
+}
+
+/* The directory holding path's last component ("." for a bare name, "/" at the top). */
+static void parent_dir(const char *path, char *out, size_t n)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    while (len > 0 && path[len - 1] != '/')
+        len--;
+    while (len > 1 && path[len - 1] == '/')
+        len--;
+    if (len == 0)
+        snprintf(out, n, ".");
+    else
+        snprintf(out, n, "%.*s", (int)len, path);
 }
 
 static char other_slot(char c)
@@ -922,9 +1031,20 @@ enum efc_status efc_slots_open(const char *state_dir, struct efc_slots **out)
     s->lock_fd = -1;
     snprintf(s->dir, sizeof(s->dir), "%s", state_dir);
     snprintf(s->ota, sizeof(s->ota), "%s/ota", state_dir);
-    if ((st = make_dir(s->dir, &created)) || (st = make_dir(s->ota, &created)))
+    if ((st = make_dir(s->dir, &created)))
         goto fail;
-    /* a new directory entry is durable only once its parent is fsynced */
+    /* a new directory entry is durable only once its parent is fsynced: without this a power
+     * cut could lose a state dir made here with everything committed in it since, the
+     * anti-rollback minimum included (found by the D2 trace test, test_power_cut) */
+    if (created) {
+        parent_dir(s->dir, d, sizeof(d));
+        if (io_fsync_dir(d) != 0) {
+            st = efc_errf(io_status(errno), "slots: cannot fsync %s: %s", d, strerror(errno));
+            goto fail;
+        }
+    }
+    if ((st = make_dir(s->ota, &created)))
+        goto fail;
     if (created && io_fsync_dir(s->dir) != 0) {
         st = efc_errf(io_status(errno), "slots: cannot fsync %s: %s", s->dir, strerror(errno));
         goto fail;

@@ -167,4 +167,36 @@ enum efc_slots_fault_mode {
 void efc_slots_fault(enum efc_slots_fault_mode mode, uint64_t k);
 uint64_t efc_slots_io_count(void);
 
+/* ---- test-only I/O trace (RELIABILITY.md D2) ------------------------------------------------
+ * efc_slots_trace(fn, ctx) makes every wrapped operation above (the ones the fault hook
+ * counts) call fn(op, ctx) once it has run, in order, with what it did, failed ones included
+ * (rc = -1, err = errno; an injected fault too). A test replays the list to check that each
+ * write that matters is fsynced, and its directory entry too, before the step that depends on
+ * it, and to build what a power cut could leave on disk. fn must not call this module; it may
+ * change errno (restored). op and its strings are valid during the call only. NULL stops the
+ * trace. EFC_ENOMEM if the descriptor table (about 64 KiB, freed by NULL) cannot be allocated.
+ * Process-global, not thread-safe, like the fault hook; with no fn nothing is recorded. */
+enum efc_slots_op_kind {
+    EFC_SLOTS_OP_OPEN = 1, /* path, flags (O_CREAT, O_TRUNC, O_DIRECTORY...); rc = the fd */
+    EFC_SLOTS_OP_WRITE,    /* one write(2): fd, path = the fd's, data[0..bytes) written */
+    EFC_SLOTS_OP_FSYNC,    /* fd, path = the fd's; is_dir for a directory */
+    EFC_SLOTS_OP_RENAME,   /* path -> path2 */
+    EFC_SLOTS_OP_UNLINK,   /* path */
+    EFC_SLOTS_OP_MKDIR,    /* path */
+};
+struct efc_slots_op {
+    enum efc_slots_op_kind kind;
+    const char *path;  /* write / fsync: "?" if the fd was not opened here while tracing */
+    const char *path2; /* rename target, else NULL */
+    int fd;            /* write / fsync: the descriptor, else -1 */
+    int flags;         /* open: the open(2) flags (without O_CLOEXEC), else 0 */
+    int is_dir;        /* open / fsync of a directory; mkdir */
+    const void *data;  /* write: the bytes written */
+    size_t bytes;
+    int rc; /* open: the fd or -1; others: 0 or -1 */
+    int err;
+};
+typedef void (*efc_slots_trace_fn)(const struct efc_slots_op *op, void *ctx);
+enum efc_status efc_slots_trace(efc_slots_trace_fn fn, void *ctx);
+
 #endif
