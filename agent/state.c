@@ -49,8 +49,9 @@ static enum efc_status mkdir_clean(const char *path)
     struct dirent *e;
     DIR *dh;
     char f[3400];
-    if (mkdir(path, 0700) != 0 && errno != EEXIST)
-        return efc_errf(EFC_EIO, "agent state: cannot create %s: %s", path, strerror(errno));
+    enum efc_status st = efc_fs_mkdir_durable(path, 0700);
+    if (st != EFC_OK)
+        return st;
     if (!(dh = opendir(path)))
         return efc_errf(EFC_EIO, "agent state: cannot list %s: %s", path, strerror(errno));
     while ((e = readdir(dh)) != NULL)
@@ -73,10 +74,8 @@ enum efc_status efc_agent_state_open(const char *dir, struct efc_agent_state **o
     if (!(s = efc_calloc(1, sizeof(*s))))
         return efc_errf(EFC_ENOMEM, "agent state: out of memory");
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
-    if (mkdir(s->dir, 0700) != 0 && errno != EEXIST) {
-        st = efc_errf(EFC_EIO, "agent state: cannot create %s: %s", s->dir, strerror(errno));
+    if ((st = efc_fs_mkdir_durable(s->dir, 0700)) != EFC_OK)
         goto fail;
-    }
     snprintf(sub, sizeof(sub), "%s/jobs", s->dir);
     if ((st = mkdir_clean(sub)))
         goto fail;

@@ -98,3 +98,26 @@ enum efc_status efc_fs_read_all(const char *path, size_t max_bytes, void **out, 
     *out_len = off;
     return EFC_OK;
 }
+
+enum efc_status efc_fs_mkdir_durable(const char *path, unsigned mode)
+{
+    char dir[4096];
+    int dfd;
+
+    if (mkdir(path, (mode_t)mode) != 0) {
+        if (errno == EEXIST)
+            return EFC_OK;
+        return efc_errf(io_status(), "%s: cannot create: %s", path, strerror(errno));
+    }
+    if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+        return efc_errf(EFC_EINVAL, "%s: path too long", path);
+    dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0) {
+        int e = errno;
+        if (dfd >= 0)
+            close(dfd);
+        return efc_errf(io_status(), "%s: cannot sync its parent: %s", path, strerror(e));
+    }
+    close(dfd);
+    return EFC_OK;
+}

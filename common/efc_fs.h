@@ -14,6 +14,11 @@
 /* Write buf[0..len) to path atomically. Errors: EFC_EIO / EFC_ENOSPC (errno intact). */
 enum efc_status efc_fs_write_atomic(const char *path, const void *buf, size_t len);
 
+/* mkdir(path, mode) that survives a power cut: when the directory is created, its parent is
+ * fsynced (a new entry is durable only then). An existing directory is EFC_OK. Errors: EFC_EIO
+ * / EFC_ENOSPC with the path and errno's text. */
+enum efc_status efc_fs_mkdir_durable(const char *path, unsigned mode);
+
 /* Read a whole file into a new buffer (freed with efc_free); refuses files over max_bytes
  * with EFC_EPROTO. Missing file: EFC_ENOTFOUND. */
 enum efc_status efc_fs_read_all(const char *path, size_t max_bytes, void **out, size_t *out_len);
